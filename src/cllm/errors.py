@@ -1,0 +1,70 @@
+"""One exception tree for cllm.
+
+Every error carries a stable, machine-readable ``code`` (snake_case) that tools, tests and the
+HTTP edge match on; messages are for people and may change. Foreign exceptions are translated
+into this tree at one boundary, always with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CllmError",
+    "CollateralError",
+    "CollateralFetchError",
+    "CollateralFormatError",
+    "QuoteFormatError",
+    "VerificationError",
+]
+
+
+class CllmError(Exception):
+    """Root of every error cllm raises on purpose."""
+
+    default_code = "cllm_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code or self.default_code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class QuoteFormatError(CllmError):
+    """Bytes that are not a well-formed quote (or PCK certificate extension).
+
+    ``offset`` is the byte offset where parsing failed, relative to the start of the input
+    being parsed (the quote, or the extension's DER value).
+    """
+
+    default_code = "quote_format"
+
+    def __init__(self, reason: str, *, offset: int, code: str | None = None) -> None:
+        super().__init__(f"{reason} (at offset {offset})", code=code)
+        self.offset = offset
+        self.reason = reason
+
+
+class CollateralError(CllmError):
+    """Base for problems with verification collateral (TCB info, QE identity, CRLs, chains)."""
+
+    default_code = "collateral_error"
+
+
+class CollateralFormatError(CollateralError):
+    """Collateral that cannot be decoded, or whose format version cllm does not support."""
+
+    default_code = "collateral_format"
+
+
+class CollateralFetchError(CollateralError):
+    """Collateral could not be fetched from a PCCS or Intel PCS."""
+
+    default_code = "collateral_fetch"
+
+
+class VerificationError(CllmError):
+    """Evidence was understood but did not verify. ``code`` names the failed check."""
+
+    default_code = "verification_failed"

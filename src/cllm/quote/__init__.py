@@ -1,0 +1,29 @@
+"""DCAP quote parsing: header, TD report 1.0/1.5 (v4, v5), SGX enclave report (v3), signature
+data, QE report, certification data and the PCK certificate's SGX extension."""
+
+from cllm.quote import _layout as layout
+from cllm.quote._model import (
+    CertificationData,
+    EnclaveReport,
+    Quote,
+    QuoteHeader,
+    QuoteSignatureData,
+    TdReport,
+)
+from cllm.quote._parse import parse_enclave_report, parse_quote
+from cllm.quote._pck import PckExtensions, parse_pck_chain, parse_pck_extensions
+
+__all__ = [
+    "CertificationData",
+    "EnclaveReport",
+    "PckExtensions",
+    "Quote",
+    "QuoteHeader",
+    "QuoteSignatureData",
+    "TdReport",
+    "layout",
+    "parse_enclave_report",
+    "parse_pck_chain",
+    "parse_pck_extensions",
+    "parse_quote",
+]
