@@ -1,0 +1,32 @@
+"""DCAP quote verification: trust roots, PCK chain and CRLs, collateral, TCB evaluation."""
+
+from cllm.verify._collateral import (
+    Collateral,
+    QeIdentity,
+    TcbInfo,
+    load_collateral,
+    parse_qe_identity,
+    parse_tcb_info,
+)
+from cllm.verify._pipeline import QuoteVerifier
+from cllm.verify._result import Step, TdFacts, VerificationResult
+from cllm.verify._roots import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256, TrustRoot, intel_root
+from cllm.verify._status import TcbStatus
+
+__all__ = [
+    "INTEL_SGX_ROOT_CA_PEM",
+    "INTEL_SGX_ROOT_CA_SHA256",
+    "Collateral",
+    "QeIdentity",
+    "QuoteVerifier",
+    "Step",
+    "TcbInfo",
+    "TcbStatus",
+    "TdFacts",
+    "TrustRoot",
+    "VerificationResult",
+    "intel_root",
+    "load_collateral",
+    "parse_qe_identity",
+    "parse_tcb_info",
+]

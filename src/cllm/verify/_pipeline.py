@@ -1,0 +1,366 @@
+"""The DCAP quote verification pipeline (DESIGN.md section 6).
+
+Fail-closed: steps run in a fixed order, the first failure stops the run, and the result is
+``ok`` only when every step ran and passed. The evaluation time is an argument, never read from
+the clock here. Time-independent work (chain structure, CRL and collateral signatures, JSON
+decoding) is cached by the bytes it was computed from; validity windows are checked every time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cllm.errors import CllmError, VerificationError
+from cllm.quote import (
+    CertificationData,
+    EnclaveReport,
+    PckExtensions,
+    Quote,
+    TdReport,
+    parse_pck_chain,
+    parse_pck_extensions,
+    parse_quote,
+)
+from cllm.verify import _tcb
+from cllm.verify._collateral import (
+    Collateral,
+    QeIdentity,
+    TcbInfo,
+    parse_qe_identity,
+    parse_tcb_info,
+)
+from cllm.verify._pki import (
+    ChainValidator,
+    Dated,
+    ParsedCrl,
+    VerifiedChain,
+    check_validity,
+    ecdsa_p256_verify,
+    p256_public_key,
+    parse_crl,
+)
+from cllm.verify._result import Step, TdFacts, VerificationResult
+from cllm.verify._roots import TrustRoot
+from cllm.verify._status import TcbStatus
+
+__all__ = ["QuoteVerifier"]
+
+_TCB_INFO_ID = {True: "TDX", False: "SGX"}
+_QE_IDENTITY_ID = {True: "TD_QE", False: "QE"}
+
+
+@dataclass(frozen=True, slots=True)
+class _PckChain:
+    chain: VerifiedChain
+    extensions: PckExtensions
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable state of one verification run, filled step by step."""
+
+    quote_input: bytes | Quote
+    collateral: Collateral
+    at: int
+    quote: Quote = field(init=False)
+    tcb_info: TcbInfo = field(init=False)
+    qe_identity: QeIdentity = field(init=False)
+    root_crl: ParsedCrl = field(init=False)
+    pck_crl: ParsedCrl = field(init=False)
+    pck: _PckChain = field(init=False)
+    tcb_signer: VerifiedChain = field(init=False)
+    qe_identity_signer: VerifiedChain = field(init=False)
+    dated: list[Dated] = field(default_factory=list)
+    platform: _tcb.LevelMatch | None = None
+    module: _tcb.LevelMatch | None = None
+    qe: _tcb.LevelMatch | None = None
+    status: TcbStatus | None = None
+    advisory_ids: tuple[str, ...] = ()
+
+
+def _timestamp(at: int | datetime) -> int:
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError("evaluation time must be timezone-aware")
+        return int(at.timestamp())
+    if isinstance(at, bool) or not isinstance(at, int):
+        raise TypeError("evaluation time must be unix seconds (int) or an aware datetime")
+    return at
+
+
+def _dated_document(what: str, issue_date: datetime, next_update: datetime) -> Dated:
+    return Dated(what=what, not_before=int(issue_date.timestamp()), not_after=int(next_update.timestamp()))
+
+
+class QuoteVerifier:
+    """Verifies DCAP quotes against collateral under one pinned trust root.
+
+    One instance is meant to be long-lived: it caches validated chains and decoded collateral,
+    keyed by their bytes, so repeated verifications cost little more than two ECDSA checks.
+    """
+
+    def __init__(self, *, trust_root: TrustRoot, cache_size: int = 256) -> None:
+        self._root = trust_root
+        self._chains = ChainValidator(trust_root, cache_size=cache_size)
+        cached = functools.lru_cache(maxsize=cache_size)
+        self._pck_chain = cached(self._pck_chain_uncached)
+        self._signature_ok = cached(self._signature_ok_uncached)
+        self._tcb_info = cached(parse_tcb_info)
+        self._qe_identity = cached(parse_qe_identity)
+        self._steps: tuple[tuple[str, Callable[[_Run], None]], ...] = (
+            ("parse_quote", self._step_parse_quote),
+            ("parse_collateral", self._step_parse_collateral),
+            ("pck_chain", self._step_pck_chain),
+            ("revocation", self._step_revocation),
+            ("tcb_info", self._step_tcb_info),
+            ("qe_identity", self._step_qe_identity),
+            ("qe_report_signature", self._step_qe_report_signature),
+            ("qe_report_data", self._step_qe_report_data),
+            ("quote_signature", self._step_quote_signature),
+            ("qe_vendor", self._step_qe_vendor),
+            ("platform_identity", self._step_platform_identity),
+            ("tcb_level", self._step_tcb_level),
+            ("tdx_module", self._step_tdx_module),
+            ("qe_identity_tcb", self._step_qe_identity_tcb),
+            ("tcb_status", self._step_tcb_status),
+        )
+
+    @property
+    def trust_root(self) -> TrustRoot:
+        return self._root
+
+    def verify(
+        self, quote: bytes | Quote, collateral: Collateral, *, at: int | datetime
+    ) -> VerificationResult:
+        run = _Run(quote_input=quote, collateral=collateral, at=_timestamp(at))
+        steps: list[Step] = []
+        error: CllmError | None = None
+        for number, (name, step) in enumerate(self._steps, start=1):
+            try:
+                step(run)
+            except CllmError as exc:
+                error = exc
+                steps.append(Step(number, name, False, exc.code, exc.message))
+                break
+            steps.append(Step(number, name, True))
+        return self._result(run, tuple(steps), error)
+
+    def _result(
+        self, run: _Run, steps: tuple[Step, ...], error: CllmError | None
+    ) -> VerificationResult:
+        quote = getattr(run, "quote", None)
+        td = enclave_debug = None
+        if quote is not None and isinstance(quote.body, TdReport):
+            body = quote.body
+            td = TdFacts(body.debug, body.sept_ve_disable, body.mr_servicetd_zero)
+        elif quote is not None and isinstance(quote.body, EnclaveReport):
+            enclave_debug = quote.body.debug
+        pck = getattr(run, "pck", None)
+        return VerificationResult(
+            ok=error is None,
+            steps=steps,
+            error=error,
+            evaluated_at=run.at,
+            trust_root=self._root.name,
+            quote=quote,
+            tcb_status=run.status,
+            advisory_ids=run.advisory_ids,
+            platform_tcb_status=run.platform.status if run.platform else None,
+            tdx_module_tcb_status=run.module.status if run.module else None,
+            qe_tcb_status=run.qe.status if run.qe else None,
+            collateral_expires=(
+                min(item.not_after for item in run.dated) if error is None else None
+            ),
+            fmspc=pck.extensions.fmspc.hex().upper() if pck else None,
+            td=td,
+            enclave_debug=enclave_debug,
+        )
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _step_parse_quote(self, run: _Run) -> None:
+        quote_input = run.quote_input
+        run.quote = quote_input if isinstance(quote_input, Quote) else parse_quote(quote_input)
+
+    def _step_parse_collateral(self, run: _Run) -> None:
+        c = run.collateral
+        run.tcb_info = self._tcb_info(c.tcb_info)
+        run.qe_identity = self._qe_identity(c.qe_identity)
+        run.root_crl = parse_crl(c.root_ca_crl, "root CA CRL")
+        run.pck_crl = parse_crl(c.pck_crl, "PCK CRL")
+
+    def _pck_chain_uncached(self, certification: CertificationData) -> _PckChain:
+        certs = tuple(parse_pck_chain(certification))
+        chain = self._chains.validate(certs, what="PCK chain")
+        return _PckChain(chain=chain, extensions=parse_pck_extensions(chain.leaf))
+
+    def _chain_at(self, pem: str, *, what: str, run: _Run) -> VerifiedChain:
+        chain = self._chains.validate_pem(pem.encode(), what=what)
+        check_validity(chain.validity, run.at)
+        run.dated.extend(chain.validity)
+        return chain
+
+    def _step_pck_chain(self, run: _Run) -> None:
+        run.pck = self._pck_chain(run.quote.signature_data.certification)
+        check_validity(run.pck.chain.validity, run.at)
+        run.dated.extend(run.pck.chain.validity)
+        expected = run.collateral.pck_certificate_chain
+        if expected is not None:
+            listed = self._chain_at(expected, what="collateral PCK chain", run=run)
+            if listed.certificates != run.pck.chain.certificates:
+                raise VerificationError(
+                    "collateral's PCK certificate chain differs from the quote's",
+                    code="collateral_mismatch",
+                )
+
+    def _step_revocation(self, run: _Run) -> None:
+        root_cert = self._root.certificate
+        run.root_crl.check_issued_by(root_cert, "root CA CRL")
+        pck_ca = run.pck.chain.issuer
+        run.pck_crl.check_issued_by(pck_ca, "PCK CRL")
+        check_validity((run.root_crl.validity, run.pck_crl.validity), run.at)
+        run.dated += [run.root_crl.validity, run.pck_crl.validity]
+        crl_chain = self._chain_at(
+            run.collateral.pck_crl_issuer_chain, what="PCK CRL issuer chain", run=run
+        )
+        run.pck_crl.check_not_revoked(run.pck.chain.leaf, "PCK certificate")
+        for ca in (*run.pck.chain.certificates[1:-1], *crl_chain.certificates[:-1]):
+            run.root_crl.check_not_revoked(ca, "CA certificate")
+
+    def _signature_ok_uncached(self, signer: x509.Certificate, signature: bytes, data: bytes) -> bool:
+        key = signer.public_key()
+        return isinstance(key, ec.EllipticCurvePublicKey) and ecdsa_p256_verify(key, signature, data)
+
+    def _signed_document(
+        self, run: _Run, *, what: str, issuer_chain: str, body: bytes, signature: bytes
+    ) -> VerifiedChain:
+        chain = self._chain_at(issuer_chain, what=f"{what} issuer chain", run=run)
+        for cert in chain.certificates[:-1]:
+            run.root_crl.check_not_revoked(cert, f"{what} signing certificate")
+        if not self._signature_ok(chain.leaf, signature, body):
+            raise VerificationError(
+                f"{what} signature is invalid", code=f"{_code(what)}_signature_invalid"
+            )
+        return chain
+
+    def _step_tcb_info(self, run: _Run) -> None:
+        c = run.collateral
+        run.tcb_signer = self._signed_document(
+            run, what="TCB info", issuer_chain=c.tcb_info_issuer_chain, body=c.tcb_info,
+            signature=c.tcb_info_signature,
+        )
+        info = run.tcb_info
+        dated = _dated_document("TCB info", info.issue_date, info.next_update)
+        check_validity((dated,), run.at)
+        run.dated.append(dated)
+        expected = _TCB_INFO_ID[run.quote.is_tdx]
+        if info.id != expected:
+            raise VerificationError(
+                f"TCB info is for {info.id}, the quote is {expected}", code="collateral_mismatch"
+            )
+
+    def _step_qe_identity(self, run: _Run) -> None:
+        c = run.collateral
+        run.qe_identity_signer = self._signed_document(
+            run, what="QE identity", issuer_chain=c.qe_identity_issuer_chain, body=c.qe_identity,
+            signature=c.qe_identity_signature,
+        )
+        identity = run.qe_identity
+        dated = _dated_document("QE identity", identity.issue_date, identity.next_update)
+        check_validity((dated,), run.at)
+        run.dated.append(dated)
+        expected = _QE_IDENTITY_ID[run.quote.is_tdx]
+        if identity.id != expected:
+            raise VerificationError(
+                f"QE identity is for {identity.id}, the quote needs {expected}",
+                code="collateral_mismatch",
+            )
+
+    def _step_qe_report_signature(self, run: _Run) -> None:
+        sig = run.quote.signature_data
+        key = run.pck.chain.leaf.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not ecdsa_p256_verify(
+            key, sig.qe_report_signature, sig.qe_report.raw
+        ):
+            raise VerificationError(
+                "QE report signature does not verify with the PCK key",
+                code="qe_report_signature_invalid",
+            )
+
+    def _step_qe_report_data(self, run: _Run) -> None:
+        sig = run.quote.signature_data
+        expected = hashlib.sha256(sig.attestation_key + sig.qe_auth_data).digest() + bytes(32)
+        if sig.qe_report.report_data != expected:
+            raise VerificationError(
+                "QE report data is not SHA-256(attestation key || QE authentication data)",
+                code="qe_report_data_mismatch",
+            )
+
+    def _step_quote_signature(self, run: _Run) -> None:
+        sig = run.quote.signature_data
+        key = p256_public_key(sig.attestation_key)
+        if key is None:
+            raise VerificationError(
+                "attestation key is not a point on P-256", code="attestation_key_invalid"
+            )
+        if not ecdsa_p256_verify(key, sig.signature, run.quote.signed_data):
+            raise VerificationError(
+                "quote signature does not verify with the attestation key",
+                code="quote_signature_invalid",
+            )
+
+    def _step_qe_vendor(self, run: _Run) -> None:
+        required = self._root.required_qe_vendor_id
+        vendor = run.quote.header.qe_vendor_id
+        if required is not None and vendor != required:
+            raise VerificationError(
+                f"QE vendor ID {vendor.hex()} is not the one {self._root.name} requires",
+                code="qe_vendor_mismatch",
+            )
+
+    def _step_platform_identity(self, run: _Run) -> None:
+        ext = run.pck.extensions
+        info = run.tcb_info
+        if ext.fmspc != bytes.fromhex(info.fmspc):
+            raise VerificationError(
+                f"PCK FMSPC {ext.fmspc.hex().upper()} does not match TCB info FMSPC {info.fmspc}",
+                code="fmspc_mismatch",
+            )
+        if ext.pce_id != bytes.fromhex(info.pce_id):
+            raise VerificationError(
+                f"PCK PCE-ID {ext.pce_id.hex()} does not match TCB info PCE-ID {info.pce_id}",
+                code="pce_id_mismatch",
+            )
+
+    def _step_tcb_level(self, run: _Run) -> None:
+        run.platform = _tcb.match_platform_level(run.tcb_info, run.pck.extensions, run.quote.body)
+
+    def _step_tdx_module(self, run: _Run) -> None:
+        if isinstance(run.quote.body, TdReport):
+            run.module = _tcb.match_tdx_module(run.tcb_info, run.quote.body)
+
+    def _step_qe_identity_tcb(self, run: _Run) -> None:
+        run.qe = _tcb.match_qe_identity(run.qe_identity, run.quote.signature_data.qe_report)
+
+    def _step_tcb_status(self, run: _Run) -> None:
+        assert run.platform is not None and run.qe is not None
+        run.status, run.advisory_ids = _tcb.combine(
+            tcb_info=run.tcb_info,
+            body=run.quote.body,
+            platform=run.platform,
+            module=run.module,
+            qe=run.qe,
+        )
+        if run.status is TcbStatus.REVOKED:
+            raise VerificationError("the platform's TCB is revoked", code="tcb_revoked")
+
+
+def _code(what: str) -> str:
+    return what.lower().replace(" ", "_")

@@ -1,0 +1,241 @@
+"""X.509 chains, CRLs and ECDSA signatures for DCAP, with caches keyed by the input bytes.
+
+Chain structure (signatures, CA constraints, key usage, path to the pinned root) does not depend
+on time, so it is validated once per distinct input and cached; validity windows are checked on
+every call against the injected evaluation time.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError as X509VerificationError,
+)
+
+from cllm.errors import VerificationError
+from cllm.verify._roots import TrustRoot
+
+__all__ = [
+    "ChainValidator",
+    "Dated",
+    "ParsedCrl",
+    "VerifiedChain",
+    "check_validity",
+    "ecdsa_p256_verify",
+    "p256_public_key",
+    "parse_crl",
+]
+
+_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+@dataclass(frozen=True, slots=True)
+class Dated:
+    """An item valid from ``not_before`` to ``not_after`` (unix seconds, both inclusive)."""
+
+    what: str
+    not_before: int
+    not_after: int
+
+
+def check_validity(items: tuple[Dated, ...] | list[Dated], at: int) -> None:
+    for item in items:
+        if at < item.not_before:
+            raise VerificationError(
+                f"{item.what} is not valid until {_iso(item.not_before)} "
+                f"(evaluated at {_iso(at)})",
+                code="not_yet_valid",
+            )
+        if at > item.not_after:
+            raise VerificationError(
+                f"{item.what} expired at {_iso(item.not_after)} (evaluated at {_iso(at)})",
+                code="expired",
+            )
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ts(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _cn(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else name.rfc4514_string()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedChain:
+    """A certificate path from a leaf to the trust root, structurally valid."""
+
+    certificates: tuple[x509.Certificate, ...]  # leaf first, trust root last
+    validity: tuple[Dated, ...]
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.certificates[0]
+
+    @property
+    def issuer(self) -> x509.Certificate:
+        return self.certificates[1]
+
+
+class ChainValidator:
+    """Validates certificate chains to one trust root; caches the time-independent part."""
+
+    def __init__(self, root: TrustRoot, *, cache_size: int = 256) -> None:
+        self._root = root
+        self._store = Store([root.certificate])
+        # Intel's leaf certificates (PCK, TCB Signing) carry no subjectAltName and no EKU;
+        # everything else follows the Web PKI profile.
+        self._ee_policy = (
+            ExtensionPolicy.webpki_defaults_ee()
+            .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+            .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
+        )
+        self._ca_policy = ExtensionPolicy.webpki_defaults_ca()
+        self._validate_pem = functools.lru_cache(maxsize=cache_size)(self._validate_pem_uncached)
+
+    @property
+    def root(self) -> TrustRoot:
+        return self._root
+
+    def validate_pem(self, pem: bytes, *, what: str) -> VerifiedChain:
+        """Parse a PEM chain (leaf first) and validate its structure; cached by ``pem``.
+
+        Validity windows are *not* checked here: pass ``.validity`` to ``check_validity``.
+        """
+        return self._validate_pem(pem, what)
+
+    def validate(self, certificates: tuple[x509.Certificate, ...], *, what: str) -> VerifiedChain:
+        """Validate the structure of a chain given as certificates (not cached)."""
+        return self._validate_certs(certificates, what)
+
+    def _validate_pem_uncached(self, pem: bytes, what: str) -> VerifiedChain:
+        try:
+            certs = x509.load_pem_x509_certificates(pem.rstrip(b"\0"))
+        except ValueError as exc:
+            raise VerificationError(
+                f"{what}: not a PEM certificate chain", code="chain_malformed"
+            ) from exc
+        return self._validate_certs(tuple(certs), what)
+
+    def _validate_certs(self, certs: tuple[x509.Certificate, ...], what: str) -> VerifiedChain:
+        leaf, intermediates = certs[0], list(certs[1:])
+        candidates = [*certs, self._root.certificate]
+        # Any instant inside every window gives the time-independent verdict; without one
+        # the chain is never valid, which the window check at evaluation time reports.
+        latest_start = max(c.not_valid_before_utc for c in candidates)
+        earliest_end = min(c.not_valid_after_utc for c in candidates)
+        if latest_start > earliest_end:
+            validity = tuple(_dated(c, what) for c in candidates)
+            return VerifiedChain(certificates=tuple(candidates), validity=validity)
+        # Issuer chains of CRLs start with a CA certificate, which is then judged as a CA.
+        ee_policy = self._ca_policy if _is_ca(leaf) else self._ee_policy
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(latest_start)
+            .extension_policies(ca_policy=self._ca_policy, ee_policy=ee_policy)
+            .build_client_verifier()
+        )
+        try:
+            path = verifier.verify(leaf, intermediates).chain
+        except X509VerificationError as exc:
+            raise VerificationError(
+                f"{what}: certificate chain does not lead to {self._root.name}: {exc}",
+                code="chain_untrusted",
+            ) from exc
+        return VerifiedChain(
+            certificates=tuple(path), validity=tuple(_dated(c, what) for c in path)
+        )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _dated(cert: x509.Certificate, what: str) -> Dated:
+    return Dated(
+        what=f"{what}: certificate '{_cn(cert.subject)}'",
+        not_before=_ts(cert.not_valid_before_utc),
+        not_after=_ts(cert.not_valid_after_utc),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCrl:
+    crl: x509.CertificateRevocationList
+    validity: Dated  # thisUpdate .. nextUpdate - 1: at nextUpdate the CRL is stale
+    revoked_serials: frozenset[int]
+
+    def check_issued_by(self, issuer: x509.Certificate, what: str) -> None:
+        key = issuer.public_key()
+        if self.crl.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
+            raise VerificationError(
+                f"{what} is issued by '{_cn(self.crl.issuer)}', not by '{_cn(issuer.subject)}'",
+                code="crl_invalid",
+            )
+        if not self.crl.is_signature_valid(key):
+            raise VerificationError(f"{what} signature is invalid", code="crl_invalid")
+
+    def check_not_revoked(self, cert: x509.Certificate, what: str) -> None:
+        if cert.serial_number in self.revoked_serials:
+            raise VerificationError(
+                f"{what} '{_cn(cert.subject)}' (serial {cert.serial_number:x}) is revoked",
+                code="certificate_revoked",
+            )
+
+
+@functools.lru_cache(maxsize=256)
+def parse_crl(der: bytes, what: str) -> ParsedCrl:
+    try:
+        crl = x509.load_der_x509_crl(der)
+        this_update = crl.last_update_utc
+        next_update = crl.next_update_utc
+        revoked = frozenset(entry.serial_number for entry in crl)
+    except ValueError as exc:
+        raise VerificationError(f"{what} is not a DER CRL: {exc}", code="crl_malformed") from exc
+    if next_update is None:
+        raise VerificationError(f"{what} has no nextUpdate", code="crl_malformed")
+    return ParsedCrl(
+        crl=crl,
+        validity=Dated(what=what, not_before=_ts(this_update), not_after=_ts(next_update) - 1),
+        revoked_serials=revoked,
+    )
+
+
+def p256_public_key(raw_xy: bytes) -> ec.EllipticCurvePublicKey | None:
+    """Raw x||y (64 bytes) → key, or None when it is not a point on P-256."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw_xy)
+    except ValueError:
+        return None
+
+
+def ecdsa_p256_verify(key: ec.EllipticCurvePublicKey, raw_rs: bytes, message: bytes) -> bool:
+    """Verify a raw r||s ECDSA-P256-SHA256 signature."""
+    r = int.from_bytes(raw_rs[:32], "big")
+    s = int.from_bytes(raw_rs[32:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), message, _SHA256)
+    except InvalidSignature:
+        return False
+    return True
