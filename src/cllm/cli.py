@@ -1,0 +1,246 @@
+"""The ``cllm`` command line: one entry point with subcommands.
+
+Exit codes for ``cllm quote verify``: 0 verified, 1 rejected, 2 input unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cllm import __version__
+from cllm.errors import CllmError, QuoteFormatError
+from cllm.quote import EnclaveReport, Quote, parse_pck_chain, parse_pck_extensions, parse_quote
+from cllm.verify import (
+    Collateral,
+    QuoteVerifier,
+    TrustRoot,
+    VerificationResult,
+    intel_root,
+    load_collateral,
+)
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_UNUSABLE = 2
+
+_TD_FIELDS = (
+    "mrtd",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "report_data",
+    "td_attributes",
+    "xfam",
+    "mr_seam",
+    "mr_signer_seam",
+    "seam_attributes",
+    "tee_tcb_svn",
+    "mr_config_id",
+    "mr_owner",
+    "mr_owner_config",
+    "tee_tcb_svn2",
+    "mr_servicetd",
+)
+_SGX_FIELDS = (
+    "mr_enclave",
+    "mr_signer",
+    "isv_prod_id",
+    "isv_svn",
+    "attributes",
+    "report_data",
+    "cpu_svn",
+    "misc_select",
+)
+
+
+def _hex_or_value(value: object) -> object:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def quote_fields(quote: Quote) -> dict[str, Any]:
+    """The ``cllm quote show --json`` document: byte fields as lowercase hex."""
+    doc: dict[str, Any] = {"version": quote.version, "tee_type": quote.header.tee_type}
+    if quote.version == 5:
+        doc["body_type"] = quote.body_type
+    names = _SGX_FIELDS if isinstance(quote.body, EnclaveReport) else _TD_FIELDS
+    for name in names:
+        value = getattr(quote.body, name)
+        if value is not None:
+            doc[name] = _hex_or_value(value)
+    doc["qe_vendor_id"] = quote.header.qe_vendor_id.hex()
+    doc["certification_data_type"] = quote.signature_data.certification.type
+    try:
+        extensions = parse_pck_extensions(parse_pck_chain(quote.signature_data.certification)[0])
+        doc["fmspc"] = extensions.fmspc.hex()
+        doc["pce_id"] = extensions.pce_id.hex()
+    except QuoteFormatError as exc:
+        doc["fmspc"] = None
+        doc["fmspc_error"] = {"code": exc.code, "message": exc.message}
+    doc["length"] = quote.length
+    doc["trailing_bytes"] = quote.trailing_bytes
+    return doc
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CllmError(f"cannot read {what} {path}: {exc.strerror}", code="file_unreadable") from exc
+
+
+def _print_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _cmd_quote_show(args: argparse.Namespace, console: Console) -> int:
+    try:
+        quote = parse_quote(_read(args.quote, "quote"))
+    except CllmError as exc:
+        if args.json:
+            _print_json({"error": {"code": exc.code, "message": exc.message}})
+        else:
+            console.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        return EXIT_UNUSABLE
+    fields = quote_fields(quote)
+    if args.json:
+        _print_json(fields)
+        return EXIT_OK
+    kind = "SGX enclave report" if isinstance(quote.body, EnclaveReport) else "TD report"
+    table = Table(title=f"DCAP quote v{quote.version} ({kind})", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in fields.items():
+        table.add_row(name, str(value))
+    console.print(table)
+    return EXIT_OK
+
+
+def _unusable(error: CllmError, at: int, root: str) -> VerificationResult:
+    return VerificationResult(ok=False, steps=(), error=error, evaluated_at=at, trust_root=root)
+
+
+def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
+    at = args.at if args.at is not None else int(time.time())
+    root_name = "Intel SGX Root CA"
+    try:
+        root = (
+            TrustRoot.from_pem_file(args.root_ca, name=args.root_ca, required_qe_vendor_id=None)
+            if args.root_ca
+            else intel_root()
+        )
+        root_name = root.name
+        quote_bytes = _read(args.quote, "quote")
+        collateral: Collateral = load_collateral(args.collateral)
+    except CllmError as exc:
+        result = _unusable(exc, at, root_name)
+    else:
+        result = QuoteVerifier(trust_root=root).verify(quote_bytes, collateral, at=at)
+    code = (
+        EXIT_OK
+        if result.ok
+        else EXIT_UNUSABLE
+        if result.input_unusable or not result.steps
+        else EXIT_REJECTED
+    )
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        _print_verification(result, console)
+    return code
+
+
+def _print_verification(result: VerificationResult, console: Console) -> None:
+    table = Table(title=f"DCAP verification under {result.trust_root}")
+    table.add_column("#", justify="right")
+    table.add_column("step")
+    table.add_column("result")
+    for step in result.steps:
+        mark = "[green]ok[/green]" if step.ok else f"[red]{step.code}[/red]: {step.message}"
+        table.add_row(str(step.number), step.name, mark)
+    console.print(table)
+    if result.ok:
+        status = result.tcb_status.value if result.tcb_status else "?"
+        color = "green" if status == "UpToDate" else "yellow"
+        console.print(f"[bold {color}]verified[/]: TCB status {status}")
+        if result.advisory_ids:
+            console.print("advisories: " + ", ".join(result.advisory_ids))
+        if result.td is not None:
+            td = result.td
+            console.print(
+                f"TD facts: debug={td.debug} sept_ve_disable={td.sept_ve_disable} "
+                f"mr_servicetd_zero={td.mr_servicetd_zero}"
+            )
+    elif result.error is not None:
+        console.print(f"[bold red]rejected[/]: [{result.error.code}] {result.error.message}")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cllm",
+        description="Confidential LLM inference with remote attestation (Intel TDX).",
+    )
+    parser.add_argument("--version", action="version", version=f"cllm {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    quote = commands.add_parser("quote", help="parse and verify DCAP quotes offline")
+    quote_commands = quote.add_subparsers(dest="quote_command", metavar="ACTION", required=True)
+
+    show = quote_commands.add_parser("show", help="print the fields of a quote")
+    show.add_argument("quote", metavar="QUOTE_FILE")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_cmd_quote_show)
+
+    verify = quote_commands.add_parser(
+        "verify", help="verify a quote against collateral (DCAP pipeline)"
+    )
+    verify.add_argument("quote", metavar="QUOTE_FILE")
+    verify.add_argument(
+        "--collateral",
+        required=True,
+        metavar="FILE",
+        help="collateral in QuoteCollateralV3 JSON form",
+    )
+    verify.add_argument(
+        "--at",
+        type=int,
+        metavar="UNIX_SECONDS",
+        help="evaluation time (default: now)",
+    )
+    verify.add_argument(
+        "--root-ca",
+        metavar="PEM_FILE",
+        help="trust this root CA instead of the pinned Intel SGX Root CA",
+    )
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(handler=_cmd_quote_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    console = Console(stderr=False)
+    handler = args.handler
+    return int(handler(args, console))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
