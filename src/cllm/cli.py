@@ -98,7 +98,9 @@ def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise CllmError(f"cannot read {what} {path}: {exc.strerror}", code="file_unreadable") from exc
+        raise CllmError(
+            f"cannot read {what} {path}: {exc.strerror}", code="file_unreadable"
+        ) from exc
 
 
 def _print_json(doc: object) -> None:

@@ -10,7 +10,12 @@ from cllm.verify._collateral import (
 )
 from cllm.verify._pipeline import QuoteVerifier
 from cllm.verify._result import Step, TdFacts, VerificationResult
-from cllm.verify._roots import INTEL_SGX_ROOT_CA_PEM, INTEL_SGX_ROOT_CA_SHA256, TrustRoot, intel_root
+from cllm.verify._roots import (
+    INTEL_SGX_ROOT_CA_PEM,
+    INTEL_SGX_ROOT_CA_SHA256,
+    TrustRoot,
+    intel_root,
+)
 from cllm.verify._status import TcbStatus
 
 __all__ = [

@@ -78,9 +78,9 @@ class _Run:
     tcb_signer: VerifiedChain = field(init=False)
     qe_identity_signer: VerifiedChain = field(init=False)
     dated: list[Dated] = field(default_factory=list)
-    platform: _tcb.LevelMatch | None = None
-    module: _tcb.LevelMatch | None = None
-    qe: _tcb.LevelMatch | None = None
+    platform: _tcb.PlatformMatch = field(init=False)
+    module: _tcb.ModuleMatch | None = None  # TDX quotes only
+    qe: _tcb.LevelMatch = field(init=False)
     status: TcbStatus | None = None
     advisory_ids: tuple[str, ...] = ()
 
@@ -96,7 +96,9 @@ def _timestamp(at: int | datetime) -> int:
 
 
 def _dated_document(what: str, issue_date: datetime, next_update: datetime) -> Dated:
-    return Dated(what=what, not_before=int(issue_date.timestamp()), not_after=int(next_update.timestamp()))
+    return Dated(
+        what=what, not_before=int(issue_date.timestamp()), not_after=int(next_update.timestamp())
+    )
 
 
 class QuoteVerifier:
@@ -162,7 +164,9 @@ class QuoteVerifier:
             td = TdFacts(body.debug, body.sept_ve_disable, body.mr_servicetd_zero)
         elif quote is not None and isinstance(quote.body, EnclaveReport):
             enclave_debug = quote.body.debug
-        pck = getattr(run, "pck", None)
+        pck: _PckChain | None = getattr(run, "pck", None)
+        platform: _tcb.PlatformMatch | None = getattr(run, "platform", None)
+        qe: _tcb.LevelMatch | None = getattr(run, "qe", None)
         return VerificationResult(
             ok=error is None,
             steps=steps,
@@ -172,9 +176,11 @@ class QuoteVerifier:
             quote=quote,
             tcb_status=run.status,
             advisory_ids=run.advisory_ids,
-            platform_tcb_status=run.platform.status if run.platform else None,
-            tdx_module_tcb_status=run.module.status if run.module else None,
-            qe_tcb_status=run.qe.status if run.qe else None,
+            platform_tcb_status=platform.level.status if platform else None,
+            tdx_module_tcb_status=(
+                run.module.level.status if run.module and run.module.level else None
+            ),
+            qe_tcb_status=qe.status if qe else None,
             collateral_expires=(
                 min(item.not_after for item in run.dated) if error is None else None
             ),
@@ -234,9 +240,13 @@ class QuoteVerifier:
         for ca in (*run.pck.chain.certificates[1:-1], *crl_chain.certificates[:-1]):
             run.root_crl.check_not_revoked(ca, "CA certificate")
 
-    def _signature_ok_uncached(self, signer: x509.Certificate, signature: bytes, data: bytes) -> bool:
+    def _signature_ok_uncached(
+        self, signer: x509.Certificate, signature: bytes, data: bytes
+    ) -> bool:
         key = signer.public_key()
-        return isinstance(key, ec.EllipticCurvePublicKey) and ecdsa_p256_verify(key, signature, data)
+        return isinstance(key, ec.EllipticCurvePublicKey) and ecdsa_p256_verify(
+            key, signature, data
+        )
 
     def _signed_document(
         self, run: _Run, *, what: str, issuer_chain: str, body: bytes, signature: bytes
@@ -253,7 +263,10 @@ class QuoteVerifier:
     def _step_tcb_info(self, run: _Run) -> None:
         c = run.collateral
         run.tcb_signer = self._signed_document(
-            run, what="TCB info", issuer_chain=c.tcb_info_issuer_chain, body=c.tcb_info,
+            run,
+            what="TCB info",
+            issuer_chain=c.tcb_info_issuer_chain,
+            body=c.tcb_info,
             signature=c.tcb_info_signature,
         )
         info = run.tcb_info
@@ -269,7 +282,10 @@ class QuoteVerifier:
     def _step_qe_identity(self, run: _Run) -> None:
         c = run.collateral
         run.qe_identity_signer = self._signed_document(
-            run, what="QE identity", issuer_chain=c.qe_identity_issuer_chain, body=c.qe_identity,
+            run,
+            what="QE identity",
+            issuer_chain=c.qe_identity_issuer_chain,
+            body=c.qe_identity,
             signature=c.qe_identity_signature,
         )
         identity = run.qe_identity
@@ -340,7 +356,7 @@ class QuoteVerifier:
             )
 
     def _step_tcb_level(self, run: _Run) -> None:
-        run.platform = _tcb.match_platform_level(run.tcb_info, run.pck.extensions, run.quote.body)
+        run.platform = _tcb.match_platform(run.tcb_info, run.pck.extensions, run.quote.body)
 
     def _step_tdx_module(self, run: _Run) -> None:
         if isinstance(run.quote.body, TdReport):
@@ -350,7 +366,6 @@ class QuoteVerifier:
         run.qe = _tcb.match_qe_identity(run.qe_identity, run.quote.signature_data.qe_report)
 
     def _step_tcb_status(self, run: _Run) -> None:
-        assert run.platform is not None and run.qe is not None
         run.status, run.advisory_ids = _tcb.combine(
             tcb_info=run.tcb_info,
             body=run.quote.body,

@@ -21,6 +21,8 @@ from cryptography.x509.verification import (
     ExtensionPolicy,
     PolicyBuilder,
     Store,
+)
+from cryptography.x509.verification import (
     VerificationError as X509VerificationError,
 )
 
@@ -54,8 +56,7 @@ def check_validity(items: tuple[Dated, ...] | list[Dated], at: int) -> None:
     for item in items:
         if at < item.not_before:
             raise VerificationError(
-                f"{item.what} is not valid until {_iso(item.not_before)} "
-                f"(evaluated at {_iso(at)})",
+                f"{item.what} is not valid until {_iso(item.not_before)} (evaluated at {_iso(at)})",
                 code="not_yet_valid",
             )
         if at > item.not_after:

@@ -66,7 +66,9 @@ class TrustRoot:
         try:
             pem = Path(path).read_bytes()
         except OSError as exc:
-            raise CllmError(f"cannot read root CA {path}: {exc.strerror}", code="root_ca_unreadable") from exc
+            raise CllmError(
+                f"cannot read root CA {path}: {exc.strerror}", code="root_ca_unreadable"
+            ) from exc
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError as exc:

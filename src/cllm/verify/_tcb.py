@@ -1,7 +1,8 @@
-"""TCB evaluation, Intel QVL style (TcbLevelCheck, TdxModuleCheck, TDRelaunchCheck, QE identity).
+"""TCB evaluation as Intel's QVL does it (TcbLevelCheck, TdxModuleCheck, TDRelaunchCheck,
+EnclaveReportVerifier), returning cllm's typed results.
 
-Levels are tried in the order Intel lists them (newest first); the first that the platform
-meets wins. Statuses of the platform, the TDX module and the QE are then converged into one.
+TCB levels are tried in the order Intel lists them (newest first); the first one the platform
+meets wins. The platform, TDX module and QE statuses are then converged into one status.
 """
 
 from __future__ import annotations
@@ -10,14 +11,36 @@ from dataclasses import dataclass
 
 from cllm.errors import VerificationError
 from cllm.quote import EnclaveReport, PckExtensions, TdReport
-from cllm.verify._collateral import QeIdentity, TcbInfo, TcbLevel, TdxModule
+from cllm.verify._collateral import QeIdentity, TcbInfo, TcbLevel, TdxModuleIdentity
 from cllm.verify._status import TcbStatus
 
-__all__ = ["LevelMatch", "combine", "match_platform_level", "match_qe_identity", "match_tdx_module"]
+__all__ = [
+    "LevelMatch",
+    "ModuleMatch",
+    "PlatformMatch",
+    "combine",
+    "match_platform",
+    "match_qe_identity",
+    "match_tdx_module",
+]
 
 S = TcbStatus
-_CONFIGURATION_NEEDED = (S.CONFIGURATION_NEEDED, S.CONFIGURATION_AND_SW_HARDENING_NEEDED)
-_NO_CONFIGURATION_NEEDED = (S.UP_TO_DATE, S.SW_HARDENING_NEEDED)
+_CONFIGURATION_NEEDED = frozenset(
+    {
+        S.CONFIGURATION_NEEDED,
+        S.OUT_OF_DATE_CONFIGURATION_NEEDED,
+        S.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+        S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED,
+    }
+)
+_NOT_OUT_OF_DATE = frozenset(
+    {
+        S.UP_TO_DATE,
+        S.SW_HARDENING_NEEDED,
+        S.CONFIGURATION_NEEDED,
+        S.CONFIGURATION_AND_SW_HARDENING_NEEDED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,76 +50,100 @@ class LevelMatch:
     index: int  # position of the matched level in its list
 
 
+@dataclass(frozen=True, slots=True)
+class PlatformMatch:
+    sgx: LevelMatch  # first level the SGX components and PCESVN meet
+    tdx: LevelMatch | None  # TDX quotes: first level that also meets the TDX components
+
+    @property
+    def level(self) -> LevelMatch:
+        return self.tdx if self.tdx is not None else self.sgx
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleMatch:
+    identity: TdxModuleIdentity | None  # None: TDX module 1.0 judged by tcbInfo.tdxModule
+    level: LevelMatch | None
+
+
+def _not_supported(message: str) -> VerificationError:
+    return VerificationError(message, code="tcb_not_supported")
+
+
 def _tdx_components_met(level: TcbLevel, tee_tcb_svn: bytes) -> bool:
     components = level.tcb.tdxtcbcomponents
     if components is None:
         return False
-    # Intel QVL skips the TDX module's own SVNs (indices 0, 1) for TDX module 1.5+; they are
-    # judged by the TDX module identity instead.
+    # From TDX module 1.5 on (TEE_TCB_SVN[1] > 0) the module's own SVNs (indices 0, 1) are
+    # judged by the TDX module identity, not by the platform level.
     start = 2 if tee_tcb_svn[1] > 0 else 0
     return all(tee_tcb_svn[i] >= components[i].svn for i in range(start, 16))
 
 
-def match_platform_level(
+def match_platform(
     info: TcbInfo, pck: PckExtensions, body: TdReport | EnclaveReport
-) -> LevelMatch:
+) -> PlatformMatch:
+    sgx: LevelMatch | None = None
     for index, level in enumerate(info.tcb_levels):
-        sgx = level.tcb.sgxtcbcomponents
+        components = level.tcb.sgxtcbcomponents
         if pck.pce_svn < level.tcb.pcesvn:
             continue
-        if any(pck.tcb_components[i] < sgx[i].svn for i in range(16)):
+        if any(pck.tcb_components[i] < components[i].svn for i in range(16)):
             continue
-        if isinstance(body, TdReport) and not _tdx_components_met(level, body.tee_tcb_svn):
-            continue
-        return LevelMatch(level.tcb_status, level.advisory_ids, index)
+        match = LevelMatch(level.tcb_status, level.advisory_ids, index)
+        if not isinstance(body, TdReport):
+            return PlatformMatch(sgx=match, tdx=None)
+        sgx = sgx or match
+        if _tdx_components_met(level, body.tee_tcb_svn):
+            return PlatformMatch(sgx=sgx, tdx=match)
+    if sgx is None:
+        raise _not_supported("no TCB level matches the platform's SGX components and PCESVN")
+    raise _not_supported("no TCB level matches the TD's TEE_TCB_SVN")
+
+
+def _find_module_identity(info: TcbInfo, version: int) -> TdxModuleIdentity:
+    module_id = f"TDX_{version:02X}"
+    for identity in info.tdx_module_identities or ():
+        if identity.id.upper() == module_id:
+            return identity
     raise VerificationError(
-        "no TCB level in the TCB info matches the platform (TCB not supported)",
-        code="tcb_not_supported",
+        f"TCB info has no TDX module identity {module_id}", code="tdx_module_mismatch"
     )
 
 
-def _check_module_identity(module: TdxModule, body: TdReport, what: str) -> None:
-    if body.mr_signer_seam != bytes.fromhex(module.mrsigner):
-        raise VerificationError(
-            f"MRSIGNERSEAM does not match the {what} signer", code="tdx_module_mismatch"
-        )
-    mask = int(module.attributes_mask, 16)
-    seam_attributes = int.from_bytes(body.seam_attributes, "big")
-    if seam_attributes & mask != int(module.attributes, 16) & mask:
-        raise VerificationError(
-            f"SEAMATTRIBUTES do not match the {what} attributes", code="tdx_module_mismatch"
-        )
-
-
-def match_tdx_module(info: TcbInfo, body: TdReport) -> LevelMatch | None:
-    """Match the TDX module identity; ``None`` when the TCB info has no module levels for it."""
+def match_tdx_module(info: TcbInfo, body: TdReport) -> ModuleMatch:
+    """Check MRSIGNERSEAM/SEAMATTRIBUTES and find the TDX module's TCB level."""
     if info.tdx_module is None:
         raise VerificationError("TDX TCB info has no tdxModule", code="collateral_format")
-    isv_svn, major = body.tee_tcb_svn[0], body.tee_tcb_svn[1]
-    if major == 0 or not info.tdx_module_identities:
-        _check_module_identity(info.tdx_module, body, "TCB info TDX module")
-        return None
-    module_id = f"TDX_{major:02X}"
-    identity = next((m for m in info.tdx_module_identities if m.id == module_id), None)
-    if identity is None:
+    isv_svn, version = body.tee_tcb_svn[0], body.tee_tcb_svn[1]
+    identity = _find_module_identity(info, version) if version > 0 else None
+    expected = identity or info.tdx_module
+    if body.mr_signer_seam != bytes.fromhex(expected.mrsigner):
         raise VerificationError(
-            f"TCB info has no TDX module identity {module_id}", code="tdx_module_mismatch"
+            "MRSIGNERSEAM does not match the TDX module signer", code="tdx_module_mismatch"
         )
-    _check_module_identity(identity, body, f"TDX module identity {module_id}")
+    # Intel QVL requires SEAMATTRIBUTES to be all zero and equal to the listed attributes.
+    if any(body.seam_attributes) or body.seam_attributes != bytes.fromhex(expected.attributes):
+        raise VerificationError(
+            "SEAMATTRIBUTES are not zero or do not match the TDX module",
+            code="tdx_module_mismatch",
+        )
+    if identity is None:
+        return ModuleMatch(identity=None, level=None)
     for index, level in enumerate(identity.tcb_levels):
         if isv_svn >= level.tcb.isvsvn:
-            return LevelMatch(level.tcb_status, level.advisory_ids, index)
-    raise VerificationError(
-        f"no {module_id} TCB level matches TDX module SVN {isv_svn}", code="tcb_not_supported"
-    )
+            return ModuleMatch(identity, LevelMatch(level.tcb_status, level.advisory_ids, index))
+    raise _not_supported(f"no {identity.id} TCB level matches TDX module SVN {isv_svn}")
 
 
 def match_qe_identity(identity: QeIdentity, qe: EnclaveReport) -> LevelMatch:
-    misc_mask = int(identity.miscselect_mask, 16)
-    if qe.misc_select & misc_mask != int(identity.miscselect, 16) & misc_mask:
+    misc = int.from_bytes(bytes.fromhex(identity.miscselect), "little")
+    misc_mask = int.from_bytes(bytes.fromhex(identity.miscselect_mask), "little")
+    if qe.misc_select & misc_mask != misc:
         raise VerificationError("QE MISCSELECT does not match", code="qe_identity_mismatch")
-    attr_mask = int(identity.attributes_mask, 16)
-    if int.from_bytes(qe.attributes, "big") & attr_mask != int(identity.attributes, 16) & attr_mask:
+    attr_mask = bytes.fromhex(identity.attributes_mask)
+    masked = bytes(a & m for a, m in zip(qe.attributes, attr_mask, strict=True))
+    if masked != bytes.fromhex(identity.attributes):
         raise VerificationError("QE ATTRIBUTES do not match", code="qe_identity_mismatch")
     if qe.mr_signer != bytes.fromhex(identity.mrsigner):
         raise VerificationError("QE MRSIGNER does not match", code="qe_identity_mismatch")
@@ -105,35 +152,88 @@ def match_qe_identity(identity: QeIdentity, qe: EnclaveReport) -> LevelMatch:
     for index, level in enumerate(identity.tcb_levels):
         if qe.isv_svn >= level.tcb.isvsvn:
             return LevelMatch(level.tcb_status, level.advisory_ids, index)
-    # Intel QVL: a QE older than every listed level is revoked.
-    return LevelMatch(S.REVOKED, (), len(identity.tcb_levels))
+    raise _not_supported(f"no QE identity TCB level matches QE ISVSVN {qe.isv_svn}")
 
 
-def _converge(status: TcbStatus, other: TcbStatus) -> TcbStatus:
-    """Fold a component status (TDX module or QE) into the platform status."""
-    if other is S.REVOKED:
-        return S.REVOKED
-    if other is S.OUT_OF_DATE:
-        if status in _NO_CONFIGURATION_NEEDED:
+def _qe_class(status: TcbStatus) -> TcbStatus:
+    """EnclaveReportVerifier: a QE level is UpToDate, Revoked, or else OutOfDate."""
+    return status if status in (S.UP_TO_DATE, S.REVOKED) else S.OUT_OF_DATE
+
+
+def _converge(status: TcbStatus, component: TcbStatus) -> TcbStatus:
+    """Fold a TDX module or QE status into the platform status (Intel's converge functions)."""
+    if component is S.OUT_OF_DATE:
+        if status in (S.UP_TO_DATE, S.SW_HARDENING_NEEDED):
             return S.OUT_OF_DATE
-        if status in _CONFIGURATION_NEEDED:
+        if status in (S.CONFIGURATION_NEEDED, S.CONFIGURATION_AND_SW_HARDENING_NEEDED):
             return S.OUT_OF_DATE_CONFIGURATION_NEEDED
+    if component is S.REVOKED:
+        return S.REVOKED
     return status
+
+
+def _relaunch(
+    info: TcbInfo,
+    tee_tcb_svn2: bytes,
+    *,
+    sgx_status: TcbStatus,
+    tdx_status: TcbStatus,
+    module_status: TcbStatus | None,
+    qe_status: TcbStatus,
+) -> TcbStatus:
+    """TDRelaunchCheck: an out-of-date TD whose SEAM already runs the latest TCB should
+    relaunch rather than be treated as out of date (TD report 1.5 only)."""
+    if (
+        qe_status is not S.UP_TO_DATE
+        or sgx_status not in _NOT_OUT_OF_DATE
+        or tdx_status not in (S.OUT_OF_DATE, S.OUT_OF_DATE_CONFIGURATION_NEEDED)
+        or module_status is not S.OUT_OF_DATE
+    ):
+        return tdx_status
+    latest = info.tcb_levels[0].tcb.tdxtcbcomponents
+    assert latest is not None  # parse_tcb_info guarantees TDX levels carry them
+    if tee_tcb_svn2[1] == 0:
+        latest_module_svn = latest[0].svn
+    else:
+        module_levels = _find_module_identity(info, tee_tcb_svn2[1]).tcb_levels
+        if not module_levels:
+            raise _not_supported("TDX module identity has no TCB levels")
+        latest_module_svn = module_levels[0].tcb.isvsvn
+    if tee_tcb_svn2[0] >= latest_module_svn and tee_tcb_svn2[2] >= latest[2].svn:
+        if sgx_status in _CONFIGURATION_NEEDED or tdx_status in _CONFIGURATION_NEEDED:
+            return S.TD_RELAUNCH_ADVISED_CONFIGURATION_NEEDED
+        return S.TD_RELAUNCH_ADVISED
+    return tdx_status
 
 
 def combine(
     *,
     tcb_info: TcbInfo,
     body: TdReport | EnclaveReport,
-    platform: LevelMatch,
-    module: LevelMatch | None,
+    platform: PlatformMatch,
+    module: ModuleMatch | None,
     qe: LevelMatch,
 ) -> tuple[TcbStatus, tuple[str, ...]]:
-    status = platform.status
-    advisories = set(platform.advisory_ids)
-    if module is not None:
-        status = _converge(status, module.status)
-        advisories.update(module.advisory_ids)
-    status = _converge(status, qe.status)
-    advisories.update(qe.advisory_ids)
-    return status, tuple(sorted(advisories))
+    """The combined TCB status and the advisory IDs of every matched level."""
+    qe_status = _qe_class(qe.status)
+    advisories = set(platform.level.advisory_ids) | set(qe.advisory_ids)
+    if not isinstance(body, TdReport):
+        return _converge(platform.sgx.status, qe_status), tuple(sorted(advisories))
+    module_level = module.level if module is not None else None
+    module_status = module_level.status if module_level is not None else None
+    status = platform.level.status
+    if module_level is not None:
+        advisories.update(module_level.advisory_ids)
+        status = _converge(status, module_status or S.UP_TO_DATE)
+    if status is S.REVOKED:
+        return status, tuple(sorted(advisories))
+    if body.tee_tcb_svn2 is not None:
+        status = _relaunch(
+            tcb_info,
+            body.tee_tcb_svn2,
+            sgx_status=platform.sgx.status,
+            tdx_status=status,
+            module_status=module_status,
+            qe_status=qe_status,
+        )
+    return _converge(status, qe_status), tuple(sorted(advisories))
