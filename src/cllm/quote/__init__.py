@@ -11,7 +11,12 @@ from cllm.quote._model import (
     TdReport,
 )
 from cllm.quote._parse import parse_enclave_report, parse_quote
-from cllm.quote._pck import PckExtensions, parse_pck_chain, parse_pck_extensions
+from cllm.quote._pck import (
+    PckExtensions,
+    parse_pck_chain,
+    parse_pck_extensions,
+    parse_sgx_extension,
+)
 
 __all__ = [
     "CertificationData",
@@ -26,4 +31,5 @@ __all__ = [
     "parse_pck_chain",
     "parse_pck_extensions",
     "parse_quote",
+    "parse_sgx_extension",
 ]

@@ -16,7 +16,7 @@ from cllm.quote import _der
 from cllm.quote import _layout as L
 from cllm.quote._model import CertificationData
 
-__all__ = ["PckExtensions", "parse_pck_chain", "parse_pck_extensions"]
+__all__ = ["PckExtensions", "parse_pck_chain", "parse_pck_extensions", "parse_sgx_extension"]
 
 SGX_EXTENSIONS_OID: Final = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _OID_PPID: Final = "1.2.840.113741.1.13.1.1"
@@ -123,7 +123,12 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
         ) from exc
     if not isinstance(ext, x509.UnrecognizedExtension):
         raise QuoteFormatError("unexpected SGX extension type", offset=0, code=_CODE)
-    outer = _der.read_all(ext.value)
+    return parse_sgx_extension(ext.value)
+
+
+def parse_sgx_extension(der: bytes) -> PckExtensions:
+    """Decode the DER value of the SGX extension (OID 1.2.840.113741.1.13.1)."""
+    outer = _der.read_all(der)
     if len(outer) != 1:
         raise QuoteFormatError("SGX extension is not one SEQUENCE", offset=0, code=_CODE)
     found = dict(_pairs(outer[0]))
