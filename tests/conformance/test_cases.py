@@ -8,11 +8,11 @@ import sys
 from typing import Any
 
 import pytest
-from vectors import case, cases, cases_doc, params, read, require_vectors
 
 from cllm.errors import QuoteFormatError
 from cllm.quote import TdReport, parse_pck_chain, parse_pck_extensions, parse_quote
 from cllm.verify import Collateral, QuoteVerifier, intel_root, load_collateral
+from vectors import case, cases, cases_doc, params, read, require_vectors
 
 # Codes of the chain / CRL / signature steps: what a case with broken crypto must fail with.
 CRYPTO_CODES = {
@@ -137,7 +137,9 @@ def test_preproduction_quote_fails_at_pck_chain(verifier: QuoteVerifier) -> None
     require_vectors()
     entry = next(e for e in cases_doc()["parse_only"] if e["id"] == "cctrustedapi-preprod-tdx")
     collateral = _collateral(case("gotdxguest-cos113@20250604"))
-    result = verifier.verify(read(entry["quote"]), collateral, at=case("gotdxguest-cos113@20250604")["at"])
+    result = verifier.verify(
+        read(entry["quote"]), collateral, at=case("gotdxguest-cos113@20250604")["at"]
+    )
     assert not result.ok
     assert result.steps[-1].name == "pck_chain"
     assert result.error is not None and result.error.code == "chain_untrusted"

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vectors import case, read, require_vectors
 
 from cllm.errors import QuoteFormatError
 from cllm.quote import layout, parse_quote
 from cllm.verify import Collateral, QuoteVerifier, VerificationResult, intel_root, load_collateral
+from vectors import case, read, require_vectors
 
 GOOD_CASES = {
     "gotdxguest-cos113@20250604": 4,  # TDX v4, UpToDate

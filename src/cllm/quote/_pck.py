@@ -121,6 +121,10 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
         raise QuoteFormatError(
             "PCK certificate has no SGX extension", offset=0, code=_CODE
         ) from exc
+    except ValueError as exc:  # cryptography decodes extensions lazily
+        raise QuoteFormatError(
+            f"PCK certificate extensions are malformed: {exc}", offset=0, code=_CODE
+        ) from exc
     if not isinstance(ext, x509.UnrecognizedExtension):
         raise QuoteFormatError("unexpected SGX extension type", offset=0, code=_CODE)
     return parse_sgx_extension(ext.value)

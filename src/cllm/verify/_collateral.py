@@ -235,6 +235,7 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 def parse_tcb_info(raw: bytes) -> TcbInfo:
+    """Decode signed TCB info text; ``tcb_levels`` come back in Intel's evaluation order."""
     doc = _load_object(raw, "TCB info")
     version = doc.get("version")
     if version != 3 or "id" not in doc:
@@ -249,7 +250,20 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
         raise CollateralFormatError(f"TCB info is malformed: {exc}") from exc
     if info.id == "TDX" and any(level.tcb.tdxtcbcomponents is None for level in info.tcb_levels):
         raise CollateralFormatError("TDX TCB info level without tdxtcbcomponents")
-    return info
+    ordered = tuple(sorted(info.tcb_levels, key=_level_order, reverse=True))
+    return info.model_copy(update={"tcb_levels": ordered})
+
+
+def _level_order(level: TcbLevel) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
+    """Intel QVL's TcbLevel ordering: SGX component SVNs, then PCESVN, then TDX component
+    SVNs, compared lexicographically. Levels are tried highest first (a stable sort keeps
+    Intel's listing order among equal keys, as dcap-qvl does)."""
+    tdx = level.tcb.tdxtcbcomponents or ()
+    return (
+        tuple(c.svn for c in level.tcb.sgxtcbcomponents),
+        level.tcb.pcesvn,
+        tuple(c.svn for c in tdx),
+    )
 
 
 def parse_qe_identity(raw: bytes) -> QeIdentity:

@@ -41,6 +41,7 @@ from cllm.verify._pki import (
     Dated,
     ParsedCrl,
     VerifiedChain,
+    certificate_p256_key,
     check_validity,
     ecdsa_p256_verify,
     p256_public_key,
@@ -60,6 +61,7 @@ _QE_IDENTITY_ID = {True: "TD_QE", False: "QE"}
 class _PckChain:
     chain: VerifiedChain
     extensions: PckExtensions
+    key: ec.EllipticCurvePublicKey  # the PCK leaf's key, which signs the QE report
 
 
 @dataclass(slots=True)
@@ -205,7 +207,11 @@ class QuoteVerifier:
     def _pck_chain_uncached(self, certification: CertificationData) -> _PckChain:
         certs = tuple(parse_pck_chain(certification))
         chain = self._chains.validate(certs, what="PCK chain")
-        return _PckChain(chain=chain, extensions=parse_pck_extensions(chain.leaf))
+        return _PckChain(
+            chain=chain,
+            extensions=parse_pck_extensions(chain.leaf),
+            key=certificate_p256_key(chain.leaf, "PCK certificate"),
+        )
 
     def _chain_at(self, pem: str, *, what: str, run: _Run) -> VerifiedChain:
         chain = self._chains.validate_pem(pem.encode(), what=what)
@@ -243,10 +249,8 @@ class QuoteVerifier:
     def _signature_ok_uncached(
         self, signer: x509.Certificate, signature: bytes, data: bytes
     ) -> bool:
-        key = signer.public_key()
-        return isinstance(key, ec.EllipticCurvePublicKey) and ecdsa_p256_verify(
-            key, signature, data
-        )
+        key = certificate_p256_key(signer, "collateral signing certificate")
+        return ecdsa_p256_verify(key, signature, data)
 
     def _signed_document(
         self, run: _Run, *, what: str, issuer_chain: str, body: bytes, signature: bytes
@@ -301,10 +305,7 @@ class QuoteVerifier:
 
     def _step_qe_report_signature(self, run: _Run) -> None:
         sig = run.quote.signature_data
-        key = run.pck.chain.leaf.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not ecdsa_p256_verify(
-            key, sig.qe_report_signature, sig.qe_report.raw
-        ):
+        if not ecdsa_p256_verify(run.pck.key, sig.qe_report_signature, sig.qe_report.raw):
             raise VerificationError(
                 "QE report signature does not verify with the PCK key",
                 code="qe_report_signature_invalid",

@@ -34,6 +34,7 @@ __all__ = [
     "Dated",
     "ParsedCrl",
     "VerifiedChain",
+    "certificate_p256_key",
     "check_validity",
     "ecdsa_p256_verify",
     "p256_public_key",
@@ -136,6 +137,16 @@ class ChainValidator:
         return self._validate_certs(tuple(certs), what)
 
     def _validate_certs(self, certs: tuple[x509.Certificate, ...], what: str) -> VerifiedChain:
+        try:
+            return self._validate_certs_unchecked(certs, what)
+        except ValueError as exc:  # cryptography decodes certificate fields lazily
+            raise VerificationError(
+                f"{what}: malformed certificate: {exc}", code="chain_malformed"
+            ) from exc
+
+    def _validate_certs_unchecked(
+        self, certs: tuple[x509.Certificate, ...], what: str
+    ) -> VerifiedChain:
         leaf, intermediates = certs[0], list(certs[1:])
         candidates = [*certs, self._root.certificate]
         # Any instant inside every window gives the time-independent verdict; without one
@@ -221,6 +232,16 @@ def parse_crl(der: bytes, what: str) -> ParsedCrl:
         validity=Dated(what=what, not_before=_ts(this_update), not_after=_ts(next_update) - 1),
         revoked_serials=revoked,
     )
+
+
+def certificate_p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
+    try:
+        key = cert.public_key()
+    except ValueError as exc:
+        raise VerificationError(f"{what} has a malformed key", code="chain_malformed") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise VerificationError(f"{what} key is not ECDSA P-256", code="chain_malformed")
+    return key
 
 
 def p256_public_key(raw_xy: bytes) -> ec.EllipticCurvePublicKey | None:
