@@ -10,7 +10,8 @@ process on one machine, this measures:
 * **time per quote** - wall time of one ``verify`` call with the collateral already loaded (cllm:
   ``load_collateral`` once per case; dcap-qvl: ``QuoteCollateralV3`` built once per case), after
   one warm-up call per case, so cllm's caches of validated chains and decoded collateral are warm.
-  The two verifiers are timed alternately, ``--repeat`` times per case.
+  The two verifiers are timed alternately, ``--repeat`` times per case. "Cold" is one call on a
+  fresh ``QuoteVerifier`` (empty caches) and dcap-qvl's first call for the case.
 * **floor** - the two ECDSA P-256 verifications every quote needs (attestation key over
   header || body, PCK key over the 384-byte QE report), each with its raw r || s signature
   converted to DER, with ``cryptography``. No verifier can be cheaper than this.
@@ -206,7 +207,7 @@ def bench_case(verifier: QuoteVerifier, case: Case, repeat: int) -> CaseResult:
     quote, at = case.quote, case.at
     clock = time.perf_counter_ns
 
-    # Cold: a fresh verifier with empty caches; dcap-qvl caches nothing, so its first call.
+    # Cold: one call on a fresh verifier with empty caches; for dcap-qvl, its first call.
     fresh = QuoteVerifier(trust_root=verifier.trust_root)
     t0 = clock()
     cold = run_cllm(fresh, quote, ours, at)
@@ -250,7 +251,7 @@ def ms(samples: Sequence[int], q: float = 0.5) -> float | None:
     """Quantile ``q`` of nanosecond samples, in milliseconds."""
     if not samples:
         return None
-    if q == 0.5:
+    if q == 0.5 or len(samples) < 2:
         return round(statistics.median(samples) / 1e6, 4)
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return round(cuts[round(q * 100) - 1] / 1e6, 4)

@@ -422,6 +422,7 @@ class SimulatedDcap:
             issuer=(self.root_certificate, self._root_key),
         )
 
+        self.mr_seam = hashlib.sha384(self._derive(b"mrseam")).digest()  # the TDX module's hash
         self.qe_mr_signer = self._derive(b"qe-mrsigner")
         self.qe_mr_enclave = self._derive(b"qe-mrenclave")
         self._qe_report, self._qe_report_signature = self._sign_qe_report()
@@ -649,7 +650,7 @@ class SimulatedDcap:
         platform = self.platform
         return TdReport(
             tee_tcb_svn=platform.tee_tcb_svn,
-            mr_seam=self._derive(b"mrseam") + self._derive(b"mrseam/2")[:16],
+            mr_seam=self.mr_seam,
             mr_signer_seam=platform.mr_signer_seam,
             seam_attributes=bytes(8),
             td_attributes=td.td_attributes,

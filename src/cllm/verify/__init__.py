@@ -8,6 +8,13 @@ from cllm.verify._collateral import (
     parse_qe_identity,
     parse_tcb_info,
 )
+from cllm.verify._pcs import (
+    INTEL_PCS_URL,
+    QCNL_CONF,
+    CollateralFetcher,
+    default_collateral_url,
+    read_qcnl_pccs_url,
+)
 from cllm.verify._pipeline import QuoteVerifier
 from cllm.verify._result import Step, TdFacts, VerificationResult
 from cllm.verify._roots import (
@@ -19,9 +26,12 @@ from cllm.verify._roots import (
 from cllm.verify._status import TcbStatus
 
 __all__ = [
+    "INTEL_PCS_URL",
     "INTEL_SGX_ROOT_CA_PEM",
     "INTEL_SGX_ROOT_CA_SHA256",
+    "QCNL_CONF",
     "Collateral",
+    "CollateralFetcher",
     "QeIdentity",
     "QuoteVerifier",
     "Step",
@@ -30,8 +40,10 @@ __all__ = [
     "TdFacts",
     "TrustRoot",
     "VerificationResult",
+    "default_collateral_url",
     "intel_root",
     "load_collateral",
     "parse_qe_identity",
     "parse_tcb_info",
+    "read_qcnl_pccs_url",
 ]

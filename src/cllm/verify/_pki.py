@@ -26,7 +26,7 @@ from cryptography.x509.verification import (
     VerificationError as X509VerificationError,
 )
 
-from cllm.errors import VerificationError
+from cllm.errors import CollateralFormatError, VerificationError
 from cllm.verify._roots import TrustRoot
 
 __all__ = [
@@ -131,7 +131,7 @@ class ChainValidator:
         try:
             certs = x509.load_pem_x509_certificates(pem.rstrip(b"\0"))
         except ValueError as exc:
-            raise VerificationError(
+            raise CollateralFormatError(
                 f"{what}: not a PEM certificate chain", code="chain_malformed"
             ) from exc
         return self._validate_certs(tuple(certs), what)
@@ -224,9 +224,11 @@ def parse_crl(der: bytes, what: str) -> ParsedCrl:
         next_update = crl.next_update_utc
         revoked = frozenset(entry.serial_number for entry in crl)
     except ValueError as exc:
-        raise VerificationError(f"{what} is not a DER CRL: {exc}", code="crl_malformed") from exc
+        raise CollateralFormatError(
+            f"{what} is not a DER CRL: {exc}", code="crl_malformed"
+        ) from exc
     if next_update is None:
-        raise VerificationError(f"{what} has no nextUpdate", code="crl_malformed")
+        raise CollateralFormatError(f"{what} has no nextUpdate", code="crl_malformed")
     return ParsedCrl(
         crl=crl,
         validity=Dated(what=what, not_before=_ts(this_update), not_after=_ts(next_update) - 1),
