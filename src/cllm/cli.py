@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -21,10 +22,14 @@ from cllm import __version__
 from cllm.errors import CllmError, QuoteFormatError
 from cllm.quote import EnclaveReport, Quote, parse_pck_chain, parse_pck_extensions, parse_quote
 from cllm.verify import (
+    INTEL_PCS_URL,
+    QCNL_CONF,
     Collateral,
+    CollateralFetcher,
     QuoteVerifier,
     TrustRoot,
     VerificationResult,
+    default_collateral_url,
     intel_root,
     load_collateral,
 )
@@ -145,7 +150,11 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
         )
         root_name = root.name
         quote_bytes = _read(args.quote, "quote")
-        collateral: Collateral = load_collateral(args.collateral)
+        collateral = (
+            load_collateral(args.collateral)
+            if args.collateral
+            else _fetch_collateral(quote_bytes, args.pccs_url)
+        )
     except CllmError as exc:
         result = _unusable(exc, at, root_name)
     else:
@@ -162,6 +171,14 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
     else:
         _print_verification(result, console)
     return code
+
+
+def _fetch_collateral(quote_bytes: bytes, pccs_url: str | None) -> Collateral:
+    url = pccs_url or default_collateral_url()
+    logging.getLogger(__name__).info("fetching collateral from %s", url)
+    with httpx.Client(timeout=30.0) as client:
+        fetcher = CollateralFetcher(base_url=url, client=client, clock=time.time)
+        return fetcher.for_quote(parse_quote(quote_bytes))
 
 
 def _print_verification(result: VerificationResult, console: Console) -> None:
@@ -212,9 +229,14 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument("quote", metavar="QUOTE_FILE")
     verify.add_argument(
         "--collateral",
-        required=True,
         metavar="FILE",
-        help="collateral in QuoteCollateralV3 JSON form",
+        help="collateral in QuoteCollateralV3 JSON form (default: fetch it from --pccs-url)",
+    )
+    verify.add_argument(
+        "--pccs-url",
+        metavar="URL",
+        help="PCCS or Intel PCS to fetch collateral from (default: PCCS_URL of "
+        f"{QCNL_CONF}, else {INTEL_PCS_URL})",
     )
     verify.add_argument(
         "--at",

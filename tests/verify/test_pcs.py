@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from vectors import case, read, require_vectors
 
 from cllm.errors import CollateralFetchError, CollateralFormatError
 from cllm.quote import parse_quote
@@ -24,6 +23,7 @@ from cllm.verify import (
     load_collateral,
     read_qcnl_pccs_url,
 )
+from vectors import case, read, require_vectors
 
 CASE = "gotdxguest-cos113@20250604"
 
