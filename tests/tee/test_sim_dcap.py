@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -51,6 +50,7 @@ from cllm.verify import (
     VerificationResult,
     intel_root,
 )
+from vectors import require_vectors
 
 NOT_BEFORE = datetime(2025, 1, 1, tzinfo=UTC)
 NOT_AFTER = datetime(2027, 1, 1, tzinfo=UTC)
@@ -607,16 +607,9 @@ def test_encoders_reject_wrong_sizes(sim: SimulatedDcap) -> None:
         encode_header(dataclasses.replace(header, version=0x10000))
 
 
-def _corpus_quotes() -> list[Path]:
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "tdx-vectors"
-    root = Path(os.environ.get("CLLM_VECTORS", default)) / "quotes"
-    return sorted(root.glob("*.bin")) if root.is_dir() else []
-
-
-@pytest.mark.skipif(not _corpus_quotes(), reason="tdx-vectors corpus not found ($CLLM_VECTORS)")
 def test_encoders_reproduce_real_quotes() -> None:
     checked = 0
-    for path in _corpus_quotes():
+    for path in sorted((require_vectors() / "quotes").glob("*.bin")):
         data = path.read_bytes()
         try:
             quote = parse_quote(data)
