@@ -20,13 +20,15 @@ from cllm.quote import (
     EnclaveReport,
     QuoteHeader,
     TdReport,
+    encode_enclave_report,
+    encode_header,
+    encode_td_report,
     layout,
     parse_enclave_report,
     parse_pck_extensions,
     parse_quote,
 )
 from cllm.quote import _parse as quote_parse
-from cllm.quote._encode import encode_enclave_report, encode_header, encode_td_report
 from cllm.tee import (
     DEFAULT_TCB_LEVELS,
     SIMULATED_QE_VENDOR_ID,

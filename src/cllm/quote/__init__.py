@@ -2,6 +2,7 @@
 data, QE report, certification data and the PCK certificate's SGX extension."""
 
 from cllm.quote import _layout as layout
+from cllm.quote._encode import encode_enclave_report, encode_header, encode_td_report
 from cllm.quote._model import (
     CertificationData,
     EnclaveReport,
@@ -26,6 +27,9 @@ __all__ = [
     "QuoteHeader",
     "QuoteSignatureData",
     "TdReport",
+    "encode_enclave_report",
+    "encode_header",
+    "encode_td_report",
     "layout",
     "parse_enclave_report",
     "parse_pck_chain",

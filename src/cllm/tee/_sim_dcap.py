@@ -33,9 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from cllm.quote import EnclaveReport, QuoteHeader, TdReport
+from cllm.quote import (
+    EnclaveReport,
+    QuoteHeader,
+    TdReport,
+    encode_enclave_report,
+    encode_header,
+    encode_td_report,
+)
 from cllm.quote import _layout as L
-from cllm.quote._encode import encode_enclave_report, encode_header, encode_td_report
 from cllm.verify import Collateral, TcbStatus, TrustRoot
 
 __all__ = [
