@@ -116,6 +116,7 @@ class QuoteVerifier:
         cached = functools.lru_cache(maxsize=cache_size)
         self._pck_chain = cached(self._pck_chain_uncached)
         self._signature_ok = cached(self._signature_ok_uncached)
+        self._crl_issued_by = cached(ParsedCrl.check_issued_by)
         self._tcb_info = cached(parse_tcb_info)
         self._qe_identity = cached(parse_qe_identity)
         self._steps: tuple[tuple[str, Callable[[_Run], None]], ...] = (
@@ -214,7 +215,7 @@ class QuoteVerifier:
         )
 
     def _chain_at(self, pem: str, *, what: str, run: _Run) -> VerifiedChain:
-        chain = self._chains.validate_pem(pem.encode(), what=what)
+        chain = self._chains.validate_pem(pem, what=what)
         check_validity(chain.validity, run.at)
         run.dated.extend(chain.validity)
         return chain
@@ -234,9 +235,9 @@ class QuoteVerifier:
 
     def _step_revocation(self, run: _Run) -> None:
         root_cert = self._root.certificate
-        run.root_crl.check_issued_by(root_cert, "root CA CRL")
+        self._crl_issued_by(run.root_crl, root_cert, "root CA CRL")
         pck_ca = run.pck.chain.issuer
-        run.pck_crl.check_issued_by(pck_ca, "PCK CRL")
+        self._crl_issued_by(run.pck_crl, pck_ca, "PCK CRL")
         check_validity((run.root_crl.validity, run.pck_crl.validity), run.at)
         run.dated += [run.root_crl.validity, run.pck_crl.validity]
         crl_chain = self._chain_at(

@@ -116,7 +116,7 @@ class ChainValidator:
     def root(self) -> TrustRoot:
         return self._root
 
-    def validate_pem(self, pem: bytes, *, what: str) -> VerifiedChain:
+    def validate_pem(self, pem: str, *, what: str) -> VerifiedChain:
         """Parse a PEM chain (leaf first) and validate its structure; cached by ``pem``.
 
         Validity windows are *not* checked here: pass ``.validity`` to ``check_validity``.
@@ -127,9 +127,9 @@ class ChainValidator:
         """Validate the structure of a chain given as certificates (not cached)."""
         return self._validate_certs(certificates, what)
 
-    def _validate_pem_uncached(self, pem: bytes, what: str) -> VerifiedChain:
+    def _validate_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
         try:
-            certs = x509.load_pem_x509_certificates(pem.rstrip(b"\0"))
+            certs = x509.load_pem_x509_certificates(pem.rstrip("\0").encode())
         except ValueError as exc:
             raise CollateralFormatError(
                 f"{what}: not a PEM certificate chain", code="chain_malformed"
@@ -192,20 +192,19 @@ def _dated(cert: x509.Certificate, what: str) -> Dated:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: parse_crl caches one per DER
 class ParsedCrl:
     crl: x509.CertificateRevocationList
     validity: Dated  # thisUpdate .. nextUpdate - 1: at nextUpdate the CRL is stale
     revoked_serials: frozenset[int]
 
     def check_issued_by(self, issuer: x509.Certificate, what: str) -> None:
-        key = issuer.public_key()
-        if self.crl.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
+        if self.crl.issuer != issuer.subject:
             raise VerificationError(
                 f"{what} is issued by '{_cn(self.crl.issuer)}', not by '{_cn(issuer.subject)}'",
                 code="crl_invalid",
             )
-        if not self.crl.is_signature_valid(key):
+        if not self.crl.is_signature_valid(certificate_p256_key(issuer, f"{what} issuer")):
             raise VerificationError(f"{what} signature is invalid", code="crl_invalid")
 
     def check_not_revoked(self, cert: x509.Certificate, what: str) -> None:
