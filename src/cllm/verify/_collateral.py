@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,6 +162,15 @@ class TcbLevel(_Model):
     tcb_status: TcbStatus
     advisory_ids: tuple[str, ...] = Field(default=(), alias="advisoryIDs")
 
+    @cached_property
+    def sgx_svns(self) -> tuple[int, ...]:
+        return tuple(c.svn for c in self.tcb.sgxtcbcomponents)
+
+    @cached_property
+    def tdx_svns(self) -> tuple[int, ...] | None:
+        components = self.tcb.tdxtcbcomponents
+        return None if components is None else tuple(c.svn for c in components)
+
 
 class ModuleTcb(_Model):
     isvsvn: int = Field(ge=0, le=255)
@@ -197,6 +207,11 @@ class TcbInfo(_Model):
     tdx_module_identities: tuple[TdxModuleIdentity, ...] | None = None
     tcb_levels: tuple[TcbLevel, ...] = Field(min_length=1)
 
+    @cached_property
+    def validity(self) -> tuple[int, int]:
+        """issueDate .. nextUpdate in unix seconds, both inclusive."""
+        return int(self.issue_date.timestamp()), int(self.next_update.timestamp())
+
 
 class QeTcb(_Model):
     isvsvn: int = Field(ge=0, le=0xFFFF)
@@ -222,6 +237,11 @@ class QeIdentity(_Model):
     mrsigner: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     isvprodid: int = Field(ge=0, le=0xFFFF)
     tcb_levels: tuple[QeTcbLevel, ...] = Field(min_length=1)
+
+    @cached_property
+    def validity(self) -> tuple[int, int]:
+        """issueDate .. nextUpdate in unix seconds, both inclusive."""
+        return int(self.issue_date.timestamp()), int(self.next_update.timestamp())
 
 
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -97,10 +97,8 @@ def _timestamp(at: int | datetime) -> int:
     return at
 
 
-def _dated_document(what: str, issue_date: datetime, next_update: datetime) -> Dated:
-    return Dated(
-        what=what, not_before=int(issue_date.timestamp()), not_after=int(next_update.timestamp())
-    )
+def _dated_document(what: str, validity: tuple[int, int]) -> Dated:
+    return Dated(what=what, not_before=validity[0], not_after=validity[1])
 
 
 class QuoteVerifier:
@@ -275,7 +273,7 @@ class QuoteVerifier:
             signature=c.tcb_info_signature,
         )
         info = run.tcb_info
-        dated = _dated_document("TCB info", info.issue_date, info.next_update)
+        dated = _dated_document("TCB info", info.validity)
         check_validity((dated,), run.at)
         run.dated.append(dated)
         expected = _TCB_INFO_ID[run.quote.is_tdx]
@@ -294,7 +292,7 @@ class QuoteVerifier:
             signature=c.qe_identity_signature,
         )
         identity = run.qe_identity
-        dated = _dated_document("QE identity", identity.issue_date, identity.next_update)
+        dated = _dated_document("QE identity", identity.validity)
         check_validity((dated,), run.at)
         run.dated.append(dated)
         expected = _QE_IDENTITY_ID[run.quote.is_tdx]

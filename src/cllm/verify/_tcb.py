@@ -7,6 +7,7 @@ meets wins. The platform, TDX module and QE statuses are then converged into one
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from cllm.errors import VerificationError
@@ -71,13 +72,13 @@ def _not_supported(message: str) -> VerificationError:
 
 
 def _tdx_components_met(level: TcbLevel, tee_tcb_svn: bytes) -> bool:
-    components = level.tcb.tdxtcbcomponents
-    if components is None:
+    required = level.tdx_svns
+    if required is None:
         return False
     # From TDX module 1.5 on (TEE_TCB_SVN[1] > 0) the module's own SVNs (indices 0, 1) are
     # judged by the TDX module identity, not by the platform level.
     start = 2 if tee_tcb_svn[1] > 0 else 0
-    return all(tee_tcb_svn[i] >= components[i].svn for i in range(start, 16))
+    return all(map(operator.ge, tee_tcb_svn[start:], required[start:]))
 
 
 def match_platform(
@@ -85,10 +86,9 @@ def match_platform(
 ) -> PlatformMatch:
     sgx: LevelMatch | None = None
     for index, level in enumerate(info.tcb_levels):
-        components = level.tcb.sgxtcbcomponents
         if pck.pce_svn < level.tcb.pcesvn:
             continue
-        if any(pck.tcb_components[i] < components[i].svn for i in range(16)):
+        if not all(map(operator.ge, pck.tcb_components, level.sgx_svns)):
             continue
         match = LevelMatch(level.tcb_status, level.advisory_ids, index)
         if not isinstance(body, TdReport):
