@@ -270,6 +270,8 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
         raise CollateralFormatError(f"TCB info is malformed: {exc}") from exc
     if info.id == "TDX" and any(level.tcb.tdxtcbcomponents is None for level in info.tcb_levels):
         raise CollateralFormatError("TDX TCB info level without tdxtcbcomponents")
+    if info.id == "TDX" and info.tdx_module is None:
+        raise CollateralFormatError("TDX TCB info without tdxModule")
     ordered = tuple(sorted(info.tcb_levels, key=_level_order, reverse=True))
     return info.model_copy(update={"tcb_levels": ordered})
 

@@ -113,8 +113,8 @@ def _find_module_identity(info: TcbInfo, version: int) -> TdxModuleIdentity:
 
 def match_tdx_module(info: TcbInfo, body: TdReport) -> ModuleMatch:
     """Check MRSIGNERSEAM/SEAMATTRIBUTES and find the TDX module's TCB level."""
-    if info.tdx_module is None:
-        raise VerificationError("TDX TCB info has no tdxModule", code="collateral_format")
+    if info.tdx_module is None:  # parse_tcb_info rejects such TDX TCB info
+        raise VerificationError("TDX TCB info has no tdxModule", code="collateral_mismatch")
     isv_svn, version = body.tee_tcb_svn[0], body.tee_tcb_svn[1]
     identity = _find_module_identity(info, version) if version > 0 else None
     expected = identity or info.tdx_module
