@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,8 @@ from cllm.verify._roots import TrustRoot
 from cllm.verify._status import TcbStatus
 
 __all__ = ["QuoteVerifier"]
+
+_log = logging.getLogger(__name__)
 
 _TCB_INFO_ID = {True: "TDX", False: "SGX"}
 _QE_IDENTITY_ID = {True: "TD_QE", False: "QE"}
@@ -150,7 +153,13 @@ class QuoteVerifier:
                 step(run)
             except CllmError as exc:
                 error = exc
-                steps.append(Step(number, name, False, exc.code, exc.message))
+            except Exception as exc:  # fail closed on anything unforeseen, and say so
+                _log.exception("verification step %s failed unexpectedly", name)
+                error = VerificationError(
+                    f"unexpected {type(exc).__name__} in step {name}", code="internal_error"
+                )
+            if error is not None:
+                steps.append(Step(number, name, False, error.code, error.message))
                 break
             steps.append(Step(number, name, True))
         return self._result(run, tuple(steps), error)

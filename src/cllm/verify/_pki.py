@@ -42,6 +42,16 @@ __all__ = [
 ]
 
 _SHA256 = ec.ECDSA(hashes.SHA256())
+# cryptography decodes certificate and CRL fields lazily and reports malformed DER found then
+# as ValueError or one of its own exception types; translated here, at the PKI boundary.
+DECODE_ERRORS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +140,7 @@ class ChainValidator:
     def _validate_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
         try:
             certs = x509.load_pem_x509_certificates(pem.rstrip("\0").encode())
-        except ValueError as exc:
+        except DECODE_ERRORS as exc:
             raise CollateralFormatError(
                 f"{what}: not a PEM certificate chain", code="chain_malformed"
             ) from exc
@@ -139,7 +149,7 @@ class ChainValidator:
     def _validate_certs(self, certs: tuple[x509.Certificate, ...], what: str) -> VerifiedChain:
         try:
             return self._validate_certs_unchecked(certs, what)
-        except ValueError as exc:  # cryptography decodes certificate fields lazily
+        except DECODE_ERRORS as exc:
             raise VerificationError(
                 f"{what}: malformed certificate: {exc}", code="chain_malformed"
             ) from exc
@@ -195,16 +205,22 @@ def _dated(cert: x509.Certificate, what: str) -> Dated:
 @dataclass(frozen=True, slots=True, eq=False)  # identity: parse_crl caches one per DER
 class ParsedCrl:
     crl: x509.CertificateRevocationList
+    issuer: x509.Name
     validity: Dated  # thisUpdate .. nextUpdate - 1: at nextUpdate the CRL is stale
     revoked_serials: frozenset[int]
 
     def check_issued_by(self, issuer: x509.Certificate, what: str) -> None:
-        if self.crl.issuer != issuer.subject:
+        if self.issuer != issuer.subject:
             raise VerificationError(
-                f"{what} is issued by '{_cn(self.crl.issuer)}', not by '{_cn(issuer.subject)}'",
+                f"{what} is issued by '{_cn(self.issuer)}', not by '{_cn(issuer.subject)}'",
                 code="crl_invalid",
             )
-        if not self.crl.is_signature_valid(certificate_p256_key(issuer, f"{what} issuer")):
+        key = certificate_p256_key(issuer, f"{what} issuer")
+        try:
+            valid = self.crl.is_signature_valid(key)
+        except DECODE_ERRORS:
+            valid = False
+        if not valid:
             raise VerificationError(f"{what} signature is invalid", code="crl_invalid")
 
     def check_not_revoked(self, cert: x509.Certificate, what: str) -> None:
@@ -219,10 +235,12 @@ class ParsedCrl:
 def parse_crl(der: bytes, what: str) -> ParsedCrl:
     try:
         crl = x509.load_der_x509_crl(der)
+        issuer = crl.issuer
+        _cn(issuer)  # decode the name now, not in the middle of a check
         this_update = crl.last_update_utc
         next_update = crl.next_update_utc
         revoked = frozenset(entry.serial_number for entry in crl)
-    except ValueError as exc:
+    except DECODE_ERRORS as exc:
         raise CollateralFormatError(
             f"{what} is not a DER CRL: {exc}", code="crl_malformed"
         ) from exc
@@ -230,6 +248,7 @@ def parse_crl(der: bytes, what: str) -> ParsedCrl:
         raise CollateralFormatError(f"{what} has no nextUpdate", code="crl_malformed")
     return ParsedCrl(
         crl=crl,
+        issuer=issuer,
         validity=Dated(what=what, not_before=_ts(this_update), not_after=_ts(next_update) - 1),
         revoked_serials=revoked,
     )
@@ -238,7 +257,7 @@ def parse_crl(der: bytes, what: str) -> ParsedCrl:
 def certificate_p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
     try:
         key = cert.public_key()
-    except ValueError as exc:
+    except DECODE_ERRORS as exc:
         raise VerificationError(f"{what} has a malformed key", code="chain_malformed") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise VerificationError(f"{what} key is not ECDSA P-256", code="chain_malformed")
