@@ -51,6 +51,14 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     return code, json.loads(out) if "--json" in argv else out
 
 
+def _verify(
+    capsys: pytest.CaptureFixture[str], quote: str, collateral: str, at: int, *extra: str
+) -> tuple[int, Any]:
+    """`cllm quote verify ... --json` in process."""
+    argv = ("quote", "verify", quote, "--collateral", collateral, "--at", str(at), *extra)
+    return _run(capsys, *argv, "--json")
+
+
 def _paths(case_id: str) -> tuple[str, str, dict[str, Any]]:
     root = require_vectors()
     entry = case(case_id)
@@ -89,17 +97,7 @@ def test_show_malformed_quote_exits_2(capsys: pytest.CaptureFixture[str], tmp_pa
 
 def test_verify_ok(capsys: pytest.CaptureFixture[str]) -> None:
     quote, collateral, entry = _paths("gotdxguest-cos113@20250604")
-    code, doc = _run(
-        capsys,
-        "quote",
-        "verify",
-        quote,
-        "--collateral",
-        collateral,
-        "--at",
-        str(entry["at"]),
-        "--json",
-    )
+    code, doc = _verify(capsys, quote, collateral, entry["at"])
     assert code == 0
     assert doc.keys() >= VERIFY_KEYS
     assert doc["ok"] is True
@@ -113,17 +111,7 @@ def test_verify_ok(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_verify_advisories_and_sgx(capsys: pytest.CaptureFixture[str]) -> None:
     quote, collateral, entry = _paths("dcapqvl-sgx-quote@20250619")
-    code, doc = _run(
-        capsys,
-        "quote",
-        "verify",
-        quote,
-        "--collateral",
-        collateral,
-        "--at",
-        str(entry["at"]),
-        "--json",
-    )
+    code, doc = _verify(capsys, quote, collateral, entry["at"])
     assert code == 0
     assert doc["tcb_status"] == entry["expect"]["tcb_status"]
     assert sorted(doc["advisory_ids"]) == sorted(entry["expect"]["advisory_ids"])
@@ -136,9 +124,7 @@ def test_verify_outside_window_exits_1(
 ) -> None:
     quote, collateral, entry = _paths("gotdxguest-cos113@20250604")
     at = entry["window"]["not_after" if delta > 0 else "not_before"] + delta
-    code, doc = _run(
-        capsys, "quote", "verify", quote, "--collateral", collateral, "--at", str(at), "--json"
-    )
+    code, doc = _verify(capsys, quote, collateral, at)
     assert code == 1
     assert doc["ok"] is False
     assert doc["error"]["code"] == code_name
@@ -147,17 +133,7 @@ def test_verify_outside_window_exits_1(
 
 def test_verify_tcb_not_supported_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     quote, collateral, entry = _paths("dcapqvl-tdx-quote-outdated-v5@20260218")
-    code, doc = _run(
-        capsys,
-        "quote",
-        "verify",
-        quote,
-        "--collateral",
-        collateral,
-        "--at",
-        str(entry["at"]),
-        "--json",
-    )
+    code, doc = _verify(capsys, quote, collateral, entry["at"])
     assert code == 1
     assert doc["error"]["code"] == "tcb_not_supported"
     assert doc["tcb_status"] is None
@@ -165,43 +141,19 @@ def test_verify_tcb_not_supported_exits_1(capsys: pytest.CaptureFixture[str]) ->
 
 def test_verify_unusable_inputs_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     quote, collateral, entry = _paths("gotdxguest-cos113@20250604")
-    at = str(entry["at"])
-    code, doc = _run(
-        capsys,
-        "quote",
-        "verify",
-        str(tmp_path / "missing"),
-        "--collateral",
-        collateral,
-        "--at",
-        at,
-        "--json",
-    )
+    at = entry["at"]
+    code, doc = _verify(capsys, str(tmp_path / "missing"), collateral, at)
     assert (code, doc["error"]["code"]) == (2, "file_unreadable")
     truncated = tmp_path / "truncated.bin"
     truncated.write_bytes(Path(quote).read_bytes()[:-1])
-    code, doc = _run(
-        capsys, "quote", "verify", str(truncated), "--collateral", collateral, "--at", at, "--json"
-    )
+    code, doc = _verify(capsys, str(truncated), collateral, at)
     assert (code, doc["error"]["code"]) == (2, "quote_truncated")
     broken = tmp_path / "collateral.json"
     broken.write_text("{")
-    code, doc = _run(
-        capsys, "quote", "verify", quote, "--collateral", str(broken), "--at", at, "--json"
-    )
+    code, doc = _verify(capsys, quote, str(broken), at)
     assert (code, doc["error"]["code"]) == (2, "collateral_format")
     v2_quote, v2_collateral, v2 = _paths("automata-godcap-sgx@20250213")
-    code, doc = _run(
-        capsys,
-        "quote",
-        "verify",
-        v2_quote,
-        "--collateral",
-        v2_collateral,
-        "--at",
-        str(v2["at"]),
-        "--json",
-    )
+    code, doc = _verify(capsys, v2_quote, v2_collateral, v2["at"])
     assert (code, doc["error"]["code"]) == (2, "unsupported_collateral_format")
 
 
@@ -220,19 +172,7 @@ def test_verify_with_other_root_rejects_intel_quote(
         not_after=datetime(2040, 1, 1, tzinfo=UTC),
     )
     root.write_bytes(sim.trust_root().certificate.public_bytes(Encoding.PEM))
-    code, doc = _run(
-        capsys,
-        "quote",
-        "verify",
-        quote,
-        "--collateral",
-        collateral,
-        "--at",
-        str(entry["at"]),
-        "--root-ca",
-        str(root),
-        "--json",
-    )
+    code, doc = _verify(capsys, quote, collateral, entry["at"], "--root-ca", str(root))
     assert code == 1
     assert doc["error"]["code"] == "chain_untrusted"
 

@@ -7,7 +7,10 @@ into this tree at one boundary, always with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from cryptography import x509
+
 __all__ = [
+    "X509_DECODE_ERRORS",
     "CllmError",
     "CollateralError",
     "CollateralFetchError",
@@ -68,3 +71,16 @@ class VerificationError(CllmError):
     """Evidence was understood but did not verify. ``code`` names the failed check."""
 
     default_code = "verification_failed"
+
+
+# Foreign exceptions: cryptography decodes certificate and CRL fields lazily and reports malformed
+# DER, when a field is first read, as one of these. Code that reads X.509 from outside input
+# catches exactly these and raises a CllmError ``from`` them.
+X509_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    KeyError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)

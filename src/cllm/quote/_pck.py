@@ -11,7 +11,7 @@ from typing import Final
 
 from cryptography import x509
 
-from cllm.errors import QuoteFormatError
+from cllm.errors import X509_DECODE_ERRORS, QuoteFormatError
 from cllm.quote import _der
 from cllm.quote import _layout as L
 from cllm.quote._model import CertificationData
@@ -35,15 +35,6 @@ _CONFIG_FLAGS: Final = {
     _OID_CONFIGURATION + ".3": "smt_enabled",
 }
 _CODE = "pck_extension_malformed"
-# cryptography reports malformed DER lazily, as any of these.
-_DECODE_ERRORS = (
-    ValueError,
-    KeyError,
-    TypeError,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +64,7 @@ def parse_pck_chain(certification: CertificationData) -> list[x509.Certificate]:
     pem = certification.data.rstrip(b"\0")
     try:
         chain = x509.load_pem_x509_certificates(pem)
-    except _DECODE_ERRORS as exc:
+    except X509_DECODE_ERRORS as exc:
         raise QuoteFormatError(
             f"PCK certificate chain is not a PEM certificate list: {exc}",
             offset=0,
@@ -130,7 +121,7 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
         raise QuoteFormatError(
             "PCK certificate has no SGX extension", offset=0, code=_CODE
         ) from exc
-    except _DECODE_ERRORS as exc:  # cryptography decodes extensions lazily
+    except X509_DECODE_ERRORS as exc:  # cryptography decodes extensions lazily
         raise QuoteFormatError(
             f"PCK certificate extensions are malformed: {exc}", offset=0, code=_CODE
         ) from exc

@@ -80,8 +80,6 @@ class _Run:
     root_crl: ParsedCrl = field(init=False)
     pck_crl: ParsedCrl = field(init=False)
     pck: _PckChain = field(init=False)
-    tcb_signer: VerifiedChain = field(init=False)
-    qe_identity_signer: VerifiedChain = field(init=False)
     dated: list[Dated] = field(default_factory=list)
     platform: _tcb.PlatformMatch = field(init=False)
     module: _tcb.ModuleMatch | None = None  # TDX quotes only
@@ -98,10 +96,6 @@ def _timestamp(at: int | datetime) -> int:
     if isinstance(at, bool) or not isinstance(at, int):
         raise TypeError("evaluation time must be unix seconds (int) or an aware datetime")
     return at
-
-
-def _dated_document(what: str, validity: tuple[int, int]) -> Dated:
-    return Dated(what=what, not_before=validity[0], not_after=validity[1])
 
 
 class QuoteVerifier:
@@ -261,8 +255,19 @@ class QuoteVerifier:
         return ecdsa_p256_verify(key, signature, data)
 
     def _signed_document(
-        self, run: _Run, *, what: str, issuer_chain: str, body: bytes, signature: bytes
-    ) -> VerifiedChain:
+        self,
+        run: _Run,
+        *,
+        what: str,
+        issuer_chain: str,
+        body: bytes,
+        signature: bytes,
+        validity: tuple[int, int],
+        document_id: str,
+        expected_id: str,
+    ) -> None:
+        """Issuer chain, signature over the exact bytes, validity window and TEE of an Intel
+        collateral document (TCB info or QE identity)."""
         chain = self._chain_at(issuer_chain, what=f"{what} issuer chain", run=run)
         for cert in chain.certificates[:-1]:
             run.root_crl.check_not_revoked(cert, f"{what} signing certificate")
@@ -270,46 +275,40 @@ class QuoteVerifier:
             raise VerificationError(
                 f"{what} signature is invalid", code=f"{_code(what)}_signature_invalid"
             )
-        return chain
+        dated = Dated(what=what, not_before=validity[0], not_after=validity[1])
+        check_validity((dated,), run.at)
+        run.dated.append(dated)
+        if document_id != expected_id:
+            raise VerificationError(
+                f"{what} is for {document_id}, the quote needs {expected_id}",
+                code="collateral_mismatch",
+            )
 
     def _step_tcb_info(self, run: _Run) -> None:
         c = run.collateral
-        run.tcb_signer = self._signed_document(
+        self._signed_document(
             run,
             what="TCB info",
             issuer_chain=c.tcb_info_issuer_chain,
             body=c.tcb_info,
             signature=c.tcb_info_signature,
+            validity=run.tcb_info.validity,
+            document_id=run.tcb_info.id,
+            expected_id=_TCB_INFO_ID[run.quote.is_tdx],
         )
-        info = run.tcb_info
-        dated = _dated_document("TCB info", info.validity)
-        check_validity((dated,), run.at)
-        run.dated.append(dated)
-        expected = _TCB_INFO_ID[run.quote.is_tdx]
-        if info.id != expected:
-            raise VerificationError(
-                f"TCB info is for {info.id}, the quote is {expected}", code="collateral_mismatch"
-            )
 
     def _step_qe_identity(self, run: _Run) -> None:
         c = run.collateral
-        run.qe_identity_signer = self._signed_document(
+        self._signed_document(
             run,
             what="QE identity",
             issuer_chain=c.qe_identity_issuer_chain,
             body=c.qe_identity,
             signature=c.qe_identity_signature,
+            validity=run.qe_identity.validity,
+            document_id=run.qe_identity.id,
+            expected_id=_QE_IDENTITY_ID[run.quote.is_tdx],
         )
-        identity = run.qe_identity
-        dated = _dated_document("QE identity", identity.validity)
-        check_validity((dated,), run.at)
-        run.dated.append(dated)
-        expected = _QE_IDENTITY_ID[run.quote.is_tdx]
-        if identity.id != expected:
-            raise VerificationError(
-                f"QE identity is for {identity.id}, the quote needs {expected}",
-                code="collateral_mismatch",
-            )
 
     def _step_qe_report_signature(self, run: _Run) -> None:
         sig = run.quote.signature_data

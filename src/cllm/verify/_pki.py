@@ -26,7 +26,7 @@ from cryptography.x509.verification import (
     VerificationError as X509VerificationError,
 )
 
-from cllm.errors import CollateralFormatError, VerificationError
+from cllm.errors import X509_DECODE_ERRORS, CollateralFormatError, VerificationError
 from cllm.verify._roots import TrustRoot
 
 __all__ = [
@@ -42,16 +42,6 @@ __all__ = [
 ]
 
 _SHA256 = ec.ECDSA(hashes.SHA256())
-# cryptography decodes certificate and CRL fields lazily and reports malformed DER found then
-# as ValueError or one of its own exception types; translated here, at the PKI boundary.
-DECODE_ERRORS = (
-    ValueError,
-    KeyError,
-    TypeError,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +130,7 @@ class ChainValidator:
     def _validate_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
         try:
             certs = x509.load_pem_x509_certificates(pem.rstrip("\0").encode())
-        except DECODE_ERRORS as exc:
+        except X509_DECODE_ERRORS as exc:
             raise CollateralFormatError(
                 f"{what}: not a PEM certificate chain", code="chain_malformed"
             ) from exc
@@ -149,7 +139,7 @@ class ChainValidator:
     def _validate_certs(self, certs: tuple[x509.Certificate, ...], what: str) -> VerifiedChain:
         try:
             return self._validate_certs_unchecked(certs, what)
-        except DECODE_ERRORS as exc:
+        except X509_DECODE_ERRORS as exc:
             raise VerificationError(
                 f"{what}: malformed certificate: {exc}", code="chain_malformed"
             ) from exc
@@ -218,7 +208,7 @@ class ParsedCrl:
         key = certificate_p256_key(issuer, f"{what} issuer")
         try:
             valid = self.crl.is_signature_valid(key)
-        except DECODE_ERRORS:
+        except X509_DECODE_ERRORS:
             valid = False
         if not valid:
             raise VerificationError(f"{what} signature is invalid", code="crl_invalid")
@@ -240,7 +230,7 @@ def parse_crl(der: bytes, what: str) -> ParsedCrl:
         this_update = crl.last_update_utc
         next_update = crl.next_update_utc
         revoked = frozenset(entry.serial_number for entry in crl)
-    except DECODE_ERRORS as exc:
+    except X509_DECODE_ERRORS as exc:
         raise CollateralFormatError(
             f"{what} is not a DER CRL: {exc}", code="crl_malformed"
         ) from exc
@@ -257,7 +247,7 @@ def parse_crl(der: bytes, what: str) -> ParsedCrl:
 def certificate_p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
     try:
         key = cert.public_key()
-    except DECODE_ERRORS as exc:
+    except X509_DECODE_ERRORS as exc:
         raise VerificationError(f"{what} has a malformed key", code="chain_malformed") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise VerificationError(f"{what} key is not ECDSA P-256", code="chain_malformed")
