@@ -149,13 +149,14 @@ class ChainValidator:
     ) -> VerifiedChain:
         leaf, intermediates = certs[0], list(certs[1:])
         candidates = [*certs, self._root.certificate]
-        # Any instant inside every window gives the time-independent verdict; without one
-        # the chain is never valid, which the window check at evaluation time reports.
+        # Any instant inside every window gives the time-independent verdict, which is what
+        # gets cached; windows are checked against the evaluation time by the caller.
         latest_start = max(c.not_valid_before_utc for c in candidates)
         earliest_end = min(c.not_valid_after_utc for c in candidates)
         if latest_start > earliest_end:
-            validity = tuple(_dated(c, what) for c in candidates)
-            return VerifiedChain(certificates=tuple(candidates), validity=validity)
+            raise VerificationError(
+                f"{what}: the certificates are never valid at the same time", code="expired"
+            )
         # Issuer chains of CRLs start with a CA certificate, which is then judged as a CA.
         ee_policy = self._ca_policy if _is_ca(leaf) else self._ee_policy
         verifier = (
