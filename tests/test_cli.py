@@ -211,3 +211,32 @@ def test_console_script_is_installed() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
+
+
+def test_verify_simulated_quote_under_its_own_root(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Corpus-free: a quote of the simulated DCAP world, through the CLI."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from cllm.tee import SIMULATED_QE_VENDOR_ID, SimulatedDcap
+
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    sim = SimulatedDcap.from_seed(
+        b"cli", not_before=start, not_after=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    quote, collateral, root = tmp_path / "q.bin", tmp_path / "c.json", tmp_path / "root.pem"
+    quote.write_bytes(sim.quote(report_data=bytes(64)))
+    collateral.write_text(json.dumps(sim.collateral().to_json_dict()))
+    root.write_bytes(sim.trust_root().certificate.public_bytes(Encoding.PEM))
+    at = int(start.timestamp()) + 86400
+    args = (str(quote), str(collateral), at, "--root-ca", str(root))
+
+    code, doc = _verify(capsys, *args, "--qe-vendor-id", SIMULATED_QE_VENDOR_ID.hex())
+    assert (code, doc["ok"], doc["tcb_status"]) == (0, True, "UpToDate")
+    code, doc = _verify(capsys, *args)  # the default QE vendor is Intel's
+    assert (code, doc["error"]["code"]) == (1, "qe_vendor_mismatch")
+    code, doc = _verify(capsys, *args, "--allow-any-qe-vendor")
+    assert (code, doc["ok"]) == (0, True)
+    code, doc = _verify(capsys, str(quote), str(collateral), at)  # Intel root: never trusted
+    assert (code, doc["error"]["code"]) == (1, "chain_untrusted")

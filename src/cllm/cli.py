@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,14 @@ from rich.table import Table
 
 from cllm import __version__
 from cllm.errors import CllmError, QuoteFormatError
-from cllm.quote import EnclaveReport, Quote, parse_pck_chain, parse_pck_extensions, parse_quote
+from cllm.quote import (
+    EnclaveReport,
+    Quote,
+    parse_pck_chain,
+    parse_pck_extensions,
+    parse_quote,
+)
+from cllm.quote import layout as quote_layout
 from cllm.verify import (
     INTEL_PCS_URL,
     QCNL_CONF,
@@ -144,7 +151,12 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
     root_name = "Intel SGX Root CA"
     try:
         root = (
-            TrustRoot.from_pem_file(args.root_ca, name=args.root_ca, required_qe_vendor_id=None)
+            TrustRoot.from_pem_file(
+                args.root_ca,
+                name=args.root_ca,
+                qe_vendor_id=args.qe_vendor_id,
+                allow_any_qe_vendor=args.allow_any_qe_vendor,
+            )
             if args.root_ca
             else intel_root()
         )
@@ -206,6 +218,19 @@ def _print_verification(result: VerificationResult, console: Console) -> None:
         console.print(f"[bold red]rejected[/]: [{result.error.code}] {result.error.message}")
 
 
+def _hex_bytes(size: int) -> Callable[[str], bytes]:
+    def parse(text: str) -> bytes:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not hex") from exc
+        if len(value) != size:
+            raise argparse.ArgumentTypeError(f"expected {size} bytes, got {len(value)}")
+        return value
+
+    return parse
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cllm",
@@ -248,6 +273,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--root-ca",
         metavar="PEM_FILE",
         help="trust this root CA instead of the pinned Intel SGX Root CA",
+    )
+    verify.add_argument(
+        "--qe-vendor-id",
+        type=_hex_bytes(16),
+        default=quote_layout.INTEL_QE_VENDOR_ID,
+        metavar="HEX",
+        help="QE vendor ID quotes under --root-ca must carry (default: Intel's)",
+    )
+    verify.add_argument(
+        "--allow-any-qe-vendor",
+        action="store_true",
+        help="with --root-ca: accept quotes from any QE vendor (weakens verification)",
     )
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(handler=_cmd_quote_verify)

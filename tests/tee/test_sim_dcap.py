@@ -175,7 +175,7 @@ def test_root_loaded_from_pem_file_verifies(sim: SimulatedDcap, tmp_path: Path) 
     path = tmp_path / "sim-root.pem"
     path.write_bytes(sim.root_ca_pem())
     root = TrustRoot.from_pem_file(
-        path, name=SIMULATED_ROOT_CA_NAME, required_qe_vendor_id=SIMULATED_QE_VENDOR_ID
+        path, name=SIMULATED_ROOT_CA_NAME, qe_vendor_id=SIMULATED_QE_VENDOR_ID
     )
     result = QuoteVerifier(trust_root=root).verify(
         sim.quote(report_data=REPORT_DATA), sim.collateral(), at=AT
@@ -192,7 +192,7 @@ def test_simulation_is_not_intel(sim: SimulatedDcap) -> None:
     assert root.sha256 != INTEL_SGX_ROOT_CA_SHA256
     assert root.certificate.public_key() != intel_root().certificate.public_key()
     assert not root.is_intel_production
-    assert root.required_qe_vendor_id == SIMULATED_QE_VENDOR_ID != layout.INTEL_QE_VENDOR_ID
+    assert root.qe_vendor_id == SIMULATED_QE_VENDOR_ID != layout.INTEL_QE_VENDOR_ID
     subject_cn = root.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     assert subject_cn[0].value == SIMULATED_ROOT_CA_NAME
     assert parse_quote(sim.quote(report_data=REPORT_DATA)).header.qe_vendor_id == (
@@ -209,9 +209,7 @@ def test_intel_root_rejects_simulated_quote(sim: SimulatedDcap) -> None:
 
 
 def test_vendor_id_check_holds_even_if_the_root_were_mislabelled(sim: SimulatedDcap) -> None:
-    as_intel = dataclasses.replace(
-        sim.trust_root(), required_qe_vendor_id=layout.INTEL_QE_VENDOR_ID
-    )
+    as_intel = dataclasses.replace(sim.trust_root(), qe_vendor_id=layout.INTEL_QE_VENDOR_ID)
     result = QuoteVerifier(trust_root=as_intel).verify(
         sim.quote(report_data=REPORT_DATA), sim.collateral(), at=AT
     )

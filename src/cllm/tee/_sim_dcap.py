@@ -514,7 +514,7 @@ class SimulatedDcap:
         return TrustRoot(
             certificate=self.root_certificate,
             name=SIMULATED_ROOT_CA_NAME,
-            required_qe_vendor_id=self.qe_vendor_id,
+            qe_vendor_id=self.qe_vendor_id,
             is_intel_production=False,
         )
 

@@ -46,14 +46,15 @@ INTEL_SGX_ROOT_CA_SHA256: Final = "44a0196b2b99f889b8e149e95b807a350e7424964399e
 class TrustRoot:
     """A root CA that PCK chains, TCB signing chains and CRLs must lead to.
 
-    ``required_qe_vendor_id`` is the QE vendor ID quotes under this root must carry (Intel's
-    for the Intel root); ``None`` means this root does not pin a quoting-enclave vendor.
+    Quotes under this root must carry ``qe_vendor_id`` (Intel's for the Intel root), unless the
+    root was loaded with ``allow_any_qe_vendor``, which is logged.
     """
 
     certificate: x509.Certificate
     name: str
-    required_qe_vendor_id: bytes | None
+    qe_vendor_id: bytes
     is_intel_production: bool
+    allow_any_qe_vendor: bool = False
 
     @property
     def sha256(self) -> str:
@@ -61,7 +62,12 @@ class TrustRoot:
 
     @classmethod
     def from_pem_file(
-        cls, path: str | Path, *, name: str, required_qe_vendor_id: bytes | None
+        cls,
+        path: str | Path,
+        *,
+        name: str,
+        qe_vendor_id: bytes = quote_layout.INTEL_QE_VENDOR_ID,
+        allow_any_qe_vendor: bool = False,
     ) -> TrustRoot:
         try:
             pem = Path(path).read_bytes()
@@ -76,12 +82,15 @@ class TrustRoot:
         root = cls(
             certificate=cert,
             name=name,
-            required_qe_vendor_id=required_qe_vendor_id,
+            qe_vendor_id=qe_vendor_id,
             is_intel_production=False,
+            allow_any_qe_vendor=allow_any_qe_vendor,
         )
-        if root.sha256 == INTEL_SGX_ROOT_CA_SHA256:
+        if root.sha256 == INTEL_SGX_ROOT_CA_SHA256 and not allow_any_qe_vendor:
             return intel_root()
         _log.warning("using a non-Intel trust root %s (sha256 %s)", name, root.sha256)
+        if allow_any_qe_vendor:
+            _log.warning("trust root %s accepts quotes from any QE vendor", name)
         return root
 
 
@@ -91,7 +100,7 @@ def intel_root() -> TrustRoot:
     root = TrustRoot(
         certificate=cert,
         name="Intel SGX Root CA",
-        required_qe_vendor_id=quote_layout.INTEL_QE_VENDOR_ID,
+        qe_vendor_id=quote_layout.INTEL_QE_VENDOR_ID,
         is_intel_production=True,
     )
     if root.sha256 != INTEL_SGX_ROOT_CA_SHA256:  # pragma: no cover - guards the constant
