@@ -15,7 +15,11 @@ __all__ = [
     "CollateralError",
     "CollateralFetchError",
     "CollateralFormatError",
+    "EventLogError",
+    "EvidenceError",
+    "MeasurementError",
     "QuoteFormatError",
+    "TeeError",
     "VerificationError",
 ]
 
@@ -65,6 +69,30 @@ class CollateralFetchError(CollateralError):
     """Collateral could not be fetched from a PCCS or Intel PCS."""
 
     default_code = "collateral_fetch"
+
+
+class EventLogError(CllmError):
+    """An event log (cllm JSON, CCEL / TCG crypto-agile, dstack JSON) that cannot be decoded."""
+
+    default_code = "eventlog_malformed"
+
+
+class MeasurementError(CllmError):
+    """A component could not be measured (missing file, unreadable directory, bad RECORD...)."""
+
+    default_code = "measurement_failed"
+
+
+class TeeError(CllmError):
+    """The TEE backend could not produce a quote, extend a register or read its event log."""
+
+    default_code = "tee_error"
+
+
+class EvidenceError(CllmError):
+    """An evidence document that is malformed or does not verify (binding, nonce, replay)."""
+
+    default_code = "evidence_invalid"
 
 
 class VerificationError(CllmError):
