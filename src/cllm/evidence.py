@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+import hmac
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -18,7 +19,14 @@ import pydantic
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
 
-from cllm.errors import EvidenceError
+from cllm.errors import CllmError, EvidenceError
+from cllm.measure import MEASURED_RTMR, Event, parse_event_log, replay
+from cllm.measure._ccel import replay_ccel
+from cllm.measure._registers import Rtmrs
+from cllm.quote import Quote, parse_quote
+from cllm.quote import layout as quote_layout
+from cllm.tee._backend import TeeBackend
+from cllm.verify import Collateral, Step
 
 __all__ = [
     "EVIDENCE_VERSION",
@@ -26,7 +34,10 @@ __all__ = [
     "Binding",
     "Ccel",
     "Evidence",
+    "EvidenceCheck",
     "TeeKind",
+    "build_evidence",
+    "check_evidence",
     "parse_evidence",
 ]
 
@@ -172,4 +183,140 @@ def parse_evidence(document: Mapping[str, Any] | str | bytes) -> Evidence:
         ccel=ccel,
         binding=binding,
         collateral=model.collateral,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceCheck:
+    """Outcome of ``check_evidence``: one named step each, fail-closed.
+
+    This checks the binding and the logs against the quote. Whether the quote itself is genuine
+    (DCAP chain, signatures, TCB) is ``cllm.verify.QuoteVerifier``'s job; a verifier runs both.
+    """
+
+    ok: bool
+    steps: tuple[Step, ...]
+    error: CllmError | None
+    quote: Quote | None = None
+    events: tuple[Event, ...] = ()
+    rtmrs: Rtmrs | None = None  # the quote's registers
+    ccel_replayed: bool = False
+
+
+def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceCheck:
+    """1 quote is TDX, 2 ``tee`` claim consistent with the QE vendor, 3 report_data =
+    SHA-512(JCS(binding)), 4 binding nonce = ``expected_nonce``, 5 event log replays to RTMR3,
+    6 CCEL (when present) replays to RTMR0..RTMR2."""
+    state: dict[str, Any] = {}
+
+    def quote_is_tdx() -> None:
+        quote = parse_quote(evidence.quote)
+        if not quote.is_tdx:
+            raise EvidenceError("the evidence quote is not a TDX quote", code="evidence_malformed")
+        state["quote"] = quote
+        body = quote.td_report
+        state["rtmrs"] = Rtmrs(body.rtmr0, body.rtmr1, body.rtmr2, body.rtmr3)
+
+    def tee_claim() -> None:
+        vendor = state["quote"].header.qe_vendor_id
+        if evidence.tee == "tdx" and vendor != quote_layout.INTEL_QE_VENDOR_ID:
+            raise EvidenceError(
+                "evidence claims TDX hardware but the quote is not from Intel's QE",
+                code="tee_mismatch",
+            )
+        if evidence.tee == "simulated-tdx" and vendor == quote_layout.INTEL_QE_VENDOR_ID:
+            raise EvidenceError(
+                "evidence claims a simulated TD but carries an Intel QE quote", code="tee_mismatch"
+            )
+
+    def binding() -> None:
+        if state["quote"].td_report.report_data != evidence.binding.report_data():
+            raise EvidenceError(
+                "report_data is not SHA-512(JCS(binding)): the keys or nonce were swapped",
+                code="binding_mismatch",
+            )
+
+    def nonce() -> None:
+        if not hmac.compare_digest(evidence.binding.nonce, expected_nonce):
+            raise EvidenceError("the evidence answers another nonce", code="nonce_mismatch")
+
+    def event_log() -> None:
+        events = parse_event_log(list(evidence.event_log))
+        if any(event.rtmr != MEASURED_RTMR for event in events):
+            raise EvidenceError(
+                f"cllm events extend RTMR{MEASURED_RTMR} only", code="eventlog_malformed"
+            )
+        state["events"] = events
+        if replay(events)[MEASURED_RTMR] != state["rtmrs"][MEASURED_RTMR]:
+            raise EvidenceError(
+                "the event log does not replay to the quote's RTMR3 "
+                "(an event was edited, reordered, added or dropped)",
+                code="rtmr3_mismatch",
+            )
+
+    def ccel() -> None:
+        if evidence.ccel is None:
+            return
+        firmware = replay_ccel(evidence.ccel.table, evidence.ccel.data)
+        quoted = state["rtmrs"]
+        for index in range(3):
+            if firmware[index] != quoted[index]:
+                raise EvidenceError(
+                    f"the CCEL firmware log does not replay to the quote's RTMR{index}",
+                    code="ccel_mismatch",
+                )
+        state["ccel_replayed"] = True
+
+    steps: list[Step] = []
+    error: CllmError | None = None
+    pipeline = (
+        ("quote", quote_is_tdx),
+        ("tee_claim", tee_claim),
+        ("binding", binding),
+        ("nonce", nonce),
+        ("event_log", event_log),
+        ("ccel", ccel),
+    )
+    for number, (name, run) in enumerate(pipeline, start=1):
+        try:
+            run()
+        except CllmError as exc:
+            error = exc
+            steps.append(Step(number, name, False, exc.code, exc.message))
+            break
+        steps.append(Step(number, name, True))
+    return EvidenceCheck(
+        ok=error is None,
+        steps=tuple(steps),
+        error=error,
+        quote=state.get("quote"),
+        events=state.get("events", ()),
+        rtmrs=state.get("rtmrs"),
+        ccel_replayed=state.get("ccel_replayed", False),
+    )
+
+
+def build_evidence(
+    backend: TeeBackend,
+    *,
+    tee: TeeKind,
+    binding: Binding,
+    events: Sequence[Event],
+    collateral: Collateral | None,
+) -> Evidence:
+    """Quote ``binding`` on ``backend`` and package it with the log that led to its RTMR3.
+
+    ``events`` must be exactly what was extended into the backend's RTMR3 (an ``EventLog``'s
+    ``events()``); the quote is taken after, so the two agree unless an append races it, which
+    a verifier then sees as ``rtmr3_mismatch``.
+    """
+    quote = backend.get_quote(binding.report_data())
+    ccel = backend.read_ccel()
+    return Evidence(
+        tee=tee,
+        quote=quote,
+        event_log=tuple(event.to_json() for event in events),
+        ccel=Ccel(table=ccel[0], data=ccel[1]) if ccel else None,
+        binding=binding,
+        collateral=collateral.to_json_dict() if collateral is not None else None,
     )

@@ -1,5 +1,9 @@
-"""TEE backends. For now: the simulated Intel DCAP world (``SimulatedDcap``)."""
+"""TEE backends: real TDX through the kernel's interfaces (``TdxBackend``), the simulated TD
+for machines without TDX (``SimulatedTdBackend``, built on the simulated DCAP world
+``SimulatedDcap``), and the choice between them (``select_backend``)."""
 
+from cllm.tee._backend import REPORT_DATA_SIZE, RTMR_DIGEST_SIZE, TeeBackend
+from cllm.tee._select import BackendChoice, SelectedBackend, select_backend
 from cllm.tee._sim_dcap import (
     DEFAULT_QE_LEVELS,
     DEFAULT_TCB_LEVELS,
@@ -15,19 +19,33 @@ from cllm.tee._sim_dcap import (
     SimulatedTd,
     TdxModuleIdentityParams,
 )
+from cllm.tee._simulated import SimulatedTdBackend, SimulatedWorld, load_simulated_world
+from cllm.tee._state import default_state_dir
+from cllm.tee._tdx import TdxBackend
 
 __all__ = [
     "DEFAULT_QE_LEVELS",
     "DEFAULT_TCB_LEVELS",
     "DEFAULT_TDX_MODULE_IDENTITIES",
+    "REPORT_DATA_SIZE",
+    "RTMR_DIGEST_SIZE",
     "SIMULATED_QE_VENDOR_ID",
     "SIMULATED_ROOT_CA_NAME",
+    "BackendChoice",
     "CollateralParams",
     "IsvSvnLevel",
     "PlatformTcbLevel",
+    "SelectedBackend",
     "SimulatedDcap",
     "SimulatedPlatform",
     "SimulatedQe",
     "SimulatedTd",
+    "SimulatedTdBackend",
+    "SimulatedWorld",
+    "TdxBackend",
     "TdxModuleIdentityParams",
+    "TeeBackend",
+    "default_state_dir",
+    "load_simulated_world",
+    "select_backend",
 ]

@@ -1,0 +1,215 @@
+"""Evidence documents: binding, nonce, event-log and CCEL replay, and every tampering a network
+attacker or a dishonest operator could try (edit, reorder, drop events; swap keys; replay an old
+nonce; pass simulation off as hardware)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+)
+
+from cllm.errors import EvidenceError
+from cllm.evidence import Binding, build_evidence, check_evidence, parse_evidence
+from cllm.measure import Event, EventLog
+from cllm.tee import SimulatedTdBackend, load_simulated_world
+from cllm.verify import Collateral, QuoteVerifier
+
+NOW = 1_790_000_000
+
+
+def _binding(nonce: bytes) -> Binding:
+    signing = ec.generate_private_key(ec.SECP256R1()).public_key()
+    hpke = x25519.X25519PrivateKey.generate().public_key()
+    return Binding(
+        nonce=nonce,
+        signing_key=signing.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        hpke_key=hpke.public_bytes(Encoding.Raw, PublicFormat.Raw),
+        tls_spki_sha256=None,
+    )
+
+
+@pytest.fixture
+def issued(tmp_path: Path) -> tuple[dict[str, Any], bytes, SimulatedTdBackend]:
+    backend = SimulatedTdBackend(load_simulated_world(tmp_path, clock=lambda: float(NOW)))
+    log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+    for kind, name in (("package", "cllm"), ("model", "smollm2"), ("config", "config")):
+        log.append(
+            Event(
+                rtmr=3,
+                type=f"cllm.{kind}",
+                name=name,
+                digest=secrets.token_bytes(48),
+                details={"kind": kind},
+            )
+        )
+    nonce = secrets.token_bytes(32)
+    evidence = build_evidence(
+        backend,
+        tee="simulated-tdx",
+        binding=_binding(nonce),
+        events=log.events(),
+        collateral=backend.world.collateral(),
+    )
+    return json.loads(json.dumps(evidence.to_json())), nonce, backend
+
+
+def _check(document: dict[str, Any], nonce: bytes) -> str | None:
+    result = check_evidence(parse_evidence(document), expected_nonce=nonce)
+    return None if result.ok else result.error.code if result.error else "?"
+
+
+def test_genuine_evidence_checks_out(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, backend = issued
+    result = check_evidence(parse_evidence(document), expected_nonce=nonce)
+    assert result.ok, result.error
+    assert [step.name for step in result.steps] == [
+        "quote",
+        "tee_claim",
+        "binding",
+        "nonce",
+        "event_log",
+        "ccel",
+    ]
+    assert result.ccel_replayed
+    assert [event.name for event in result.events] == ["cllm", "smollm2", "config"]
+    # The carried collateral is only data: the quote verifies with it under the simulation root.
+    collateral = Collateral.from_json_dict(document["collateral"])
+    verdict = QuoteVerifier(trust_root=backend.world.dcap.trust_root()).verify(
+        base64.b64decode(document["quote"]), collateral, at=NOW
+    )
+    assert verdict.ok
+    assert parse_evidence(json.dumps(document)).to_json() == document
+
+
+def test_wrong_nonce(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, _, _ = issued
+    assert _check(document, secrets.token_bytes(32)) == "nonce_mismatch"
+
+
+def test_swapped_nonce_in_binding(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, _, _ = issued
+    other = secrets.token_bytes(32)
+    document["binding"]["nonce"] = other.hex()
+    assert _check(document, other) == "binding_mismatch"
+
+
+@pytest.mark.parametrize("key", ["signing_key", "hpke_key"])
+def test_swapped_keys(issued: tuple[dict[str, Any], bytes, Any], key: str) -> None:
+    document, nonce, _ = issued
+    document["binding"][key] = _binding(nonce).to_json()[key]
+    assert _check(document, nonce) == "binding_mismatch"
+
+
+def test_added_tls_hash(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    document["binding"]["tls_spki_sha256"] = "00" * 32
+    assert _check(document, nonce) == "binding_mismatch"
+
+
+def test_edited_event(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    document["event_log"][1]["details"]["kind"] = "other-model"
+    assert _check(document, nonce) == "rtmr3_mismatch"
+    document["event_log"][1]["details"]["kind"] = "model"
+    document["event_log"][1]["digest"]["sha384"] = "ab" * 48
+    assert _check(document, nonce) == "rtmr3_mismatch"
+
+
+def test_reordered_events(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    log = document["event_log"]
+    log[0], log[1] = log[1], log[0]
+    assert _check(document, nonce) == "rtmr3_mismatch"
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_dropped_event(issued: tuple[dict[str, Any], bytes, Any], index: int) -> None:
+    document, nonce, _ = issued
+    del document["event_log"][index]
+    assert _check(document, nonce) == "rtmr3_mismatch"
+
+
+def test_added_event(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    document["event_log"].append(copy.deepcopy(document["event_log"][0]))
+    assert _check(document, nonce) == "rtmr3_mismatch"
+
+
+def test_event_for_another_register(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    document["event_log"][0]["rtmr"] = 2
+    assert _check(document, nonce) == "eventlog_malformed"
+
+
+def test_tampered_ccel(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    data = bytearray(base64.b64decode(document["ccel"]["data"]))
+    digest_at = data.index(bytes.fromhex("0c00"), 100) + 2  # first SHA-384 digest of an event
+    data[digest_at] ^= 1
+    document["ccel"]["data"] = base64.b64encode(bytes(data)).decode()
+    assert _check(document, nonce) == "ccel_mismatch"
+
+
+def test_simulation_claiming_hardware(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    document["tee"] = "tdx"
+    assert _check(document, nonce) == "tee_mismatch"
+
+
+def test_quote_swapped_for_another(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, backend = issued
+    document["quote"] = base64.b64encode(backend.get_quote(bytes(64))).decode()
+    assert _check(document, nonce) == "binding_mismatch"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": 2},
+        {"tee": "sev"},
+        {"quote": "!!"},
+        {"binding": {"nonce": "zz"}},
+        {"extra": 1},
+        {"event_log": "x"},
+    ],
+)
+def test_malformed_documents_are_typed(
+    issued: tuple[dict[str, Any], bytes, Any], change: dict[str, Any]
+) -> None:
+    document, _, _ = issued
+    document.update(change)
+    with pytest.raises(EvidenceError) as raised:
+        parse_evidence(document)
+    assert raised.value.code == "evidence_malformed"
+
+
+def test_malformed_quote_fails_at_the_quote_step(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    document, nonce, _ = issued
+    document["quote"] = base64.b64encode(b"\x04\x00" + bytes(20)).decode()
+    assert _check(document, nonce) == "quote_truncated"
+
+
+def test_binding_report_data_is_sha512_of_jcs() -> None:
+    import hashlib
+
+    binding = Binding(
+        nonce=b"\x01" * 32, signing_key=b"\x02", hpke_key=b"\x03" * 32, tls_spki_sha256=None
+    )
+    canonical = (
+        b'{"hpke_key":"'
+        + base64.b64encode(b"\x03" * 32)
+        + b'","nonce":"'
+        + b"01" * 32
+        + b'","signing_key":"Ag==","tls_spki_sha256":null}'
+    )
+    assert binding.report_data() == hashlib.sha512(canonical).digest()
