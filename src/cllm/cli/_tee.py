@@ -1,0 +1,233 @@
+"""``cllm tee info|evidence|simulated-root`` and ``cllm evidence check``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from rich.console import Console
+
+from cllm.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    hex_bytes,
+    print_json,
+    read_file,
+    report_error,
+)
+from cllm.errors import CllmError
+from cllm.evidence import NONCE_SIZE, Binding, build_evidence, check_evidence, parse_evidence
+from cllm.measure import (
+    CLLM_DISTRIBUTION,
+    Event,
+    EventLog,
+    measure_config,
+    measure_distribution,
+    parse_event_log,
+)
+from cllm.tee import (
+    SIMULATED_QE_VENDOR_ID,
+    SimulatedTdBackend,
+    TdxBackend,
+    default_state_dir,
+    load_simulated_world,
+    select_backend,
+)
+from cllm.verify import (
+    Collateral,
+    QuoteVerifier,
+    TrustRoot,
+    intel_root,
+    load_collateral,
+)
+
+__all__ = ["register"]
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir(os.environ, Path.home())
+
+
+def _cmd_info(args: argparse.Namespace, console: Console) -> int:
+    available, reason = TdxBackend.available(Path(args.sys_root))
+    doc = {
+        "backend": "tdx" if available else "simulated",
+        "reason": reason if available else f"no TDX: {reason}",
+        "state_dir": None if available else str(_state_dir(args)),
+    }
+    if args.json:
+        print_json(doc)
+    else:
+        console.print(f"backend: [bold]{doc['backend']}[/bold] ({doc['reason']})")
+    return EXIT_OK
+
+
+def _fresh_binding(nonce: bytes) -> Binding:
+    """Per-call keys; their private halves are dropped at once (this command never uses them)."""
+    signing = ec.generate_private_key(ec.SECP256R1()).public_key()
+    hpke = x25519.X25519PrivateKey.generate().public_key()
+    return Binding(
+        nonce=nonce,
+        signing_key=signing.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        hpke_key=hpke.public_bytes(Encoding.Raw, PublicFormat.Raw),
+        tls_spki_sha256=None,
+    )
+
+
+def _cmd_evidence(args: argparse.Namespace, console: Console) -> int:
+    try:
+        chosen = select_backend(
+            args.tee, root=Path(args.sys_root), state_dir=_state_dir(args), clock=time.time
+        )
+        backend = chosen.backend
+        events: tuple[Event, ...]
+        if isinstance(backend, SimulatedTdBackend):
+            # A fresh simulated TD: measure what this command runs, as `cllm serve` would.
+            log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+            log.append(measure_distribution(CLLM_DISTRIBUTION, name="cllm"))
+            log.append(measure_config({"tee": args.tee}, ["cllm", *sys.argv[1:]]))
+            events = log.events()
+            collateral: Collateral | None = backend.world.collateral()
+        else:
+            # Real TDX: RTMR3 belongs to the running server; never extend it from here. The log
+            # that explains it is the server's (``--event-log``).
+            events = (
+                parse_event_log(read_file(args.event_log, "event log")) if args.event_log else ()
+            )
+            collateral = None
+        evidence = build_evidence(
+            backend,
+            tee=chosen.evidence_tee,
+            binding=_fresh_binding(args.nonce),
+            events=events,
+            collateral=collateral,
+        )
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
+    print_json(evidence.to_json())
+    return EXIT_OK
+
+
+def _cmd_simulated_root(args: argparse.Namespace, console: Console) -> int:
+    try:
+        world = load_simulated_world(_state_dir(args), clock=time.time)
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
+    doc = {"root_ca_pem": world.root_ca_pem().decode(), "collateral": str(world.collateral_path)}
+    if args.json:
+        print_json(doc)
+    else:
+        console.print(doc["root_ca_pem"], end="")
+        console.print(f"collateral: {doc['collateral']}")
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Binding, nonce and replay (``check_evidence``), then the DCAP verdict on the quote."""
+    try:
+        evidence = parse_evidence(read_file(args.file, "evidence"))
+        if args.trust_simulated_root:
+            root = TrustRoot.from_pem_file(
+                args.trust_simulated_root,
+                name="simulation root",
+                qe_vendor_id=SIMULATED_QE_VENDOR_ID,
+            )
+        else:
+            root = intel_root()
+        if args.collateral:
+            collateral = load_collateral(args.collateral)
+        elif evidence.collateral is not None:
+            collateral = Collateral.from_json_dict(dict(evidence.collateral))
+        else:
+            raise CllmError("no collateral: pass --collateral", code="collateral_missing")
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
+    check = check_evidence(evidence, expected_nonce=args.nonce)
+    at = args.at if args.at is not None else int(time.time())
+    dcap = QuoteVerifier(trust_root=root).verify(evidence.quote, collateral, at=at)
+    ok = check.ok and dcap.ok
+    error = check.error or dcap.error
+    doc = {
+        "ok": ok,
+        "tee": evidence.tee,
+        "error": {"code": error.code, "message": error.message} if error else None,
+        "evidence_steps": [step.to_dict() for step in check.steps],
+        "dcap": dcap.to_dict(),
+        "rtmrs": check.rtmrs.as_hex() if check.rtmrs else None,
+        "components": [
+            {"type": event.type, "name": event.name, "digest": event.digest.hex()}
+            for event in check.events
+        ],
+    }
+    if args.json:
+        print_json(doc)
+    else:
+        verdict = "[green]verified[/green]" if ok else "[red]rejected[/red]"
+        console.print(
+            f"{verdict} ({evidence.tee})" + (f": [{error.code}] {error.message}" if error else "")
+        )
+    return EXIT_OK if ok else EXIT_REJECTED
+
+
+def _add_common(parser: argparse.ArgumentParser, *, sys_root: bool, state_dir: bool) -> None:
+    if sys_root:
+        parser.add_argument(
+            "--sys-root", default="/", metavar="DIR", help="root of /sys (tests point it elsewhere)"
+        )
+    if state_dir:
+        parser.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="state directory (default: $CLLM_STATE_DIR, else ~/.local/share/cllm)",
+        )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tee = commands.add_parser("tee", help="the TEE backend: info, evidence, simulation root")
+    actions = tee.add_subparsers(dest="tee_command", metavar="ACTION", required=True)
+
+    info = actions.add_parser("info", help="which backend this machine would use, and why")
+    _add_common(info, sys_root=True, state_dir=True)
+    info.set_defaults(handler=_cmd_info)
+
+    evidence = actions.add_parser(
+        "evidence", help="an evidence document for a nonce, with fresh per-call keys"
+    )
+    evidence.add_argument("--nonce", required=True, type=hex_bytes(NONCE_SIZE), metavar="HEX")
+    evidence.add_argument("--tee", choices=["auto", "tdx", "simulated"], default="auto")
+    evidence.add_argument(
+        "--event-log", metavar="FILE", help="tdx: the server's event log that explains RTMR3"
+    )
+    _add_common(evidence, sys_root=True, state_dir=True)
+    evidence.set_defaults(handler=_cmd_evidence)
+
+    root = actions.add_parser(
+        "simulated-root", help="the simulation root CA and the path of its collateral"
+    )
+    _add_common(root, sys_root=False, state_dir=True)
+    root.set_defaults(handler=_cmd_simulated_root)
+
+    check_parser = commands.add_parser("evidence", help="evidence documents")
+    check_actions = check_parser.add_subparsers(
+        dest="evidence_command", metavar="ACTION", required=True
+    )
+    check = check_actions.add_parser(
+        "check", help="check an evidence document: binding, nonce, logs, and the quote (DCAP)"
+    )
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--nonce", required=True, type=hex_bytes(NONCE_SIZE), metavar="HEX")
+    check.add_argument("--collateral", metavar="FILE", help="default: the evidence's own")
+    check.add_argument(
+        "--trust-simulated-root",
+        metavar="PEM_FILE",
+        help="accept quotes of this simulation root and the simulated QE (never Intel's)",
+    )
+    check.add_argument("--at", type=int, metavar="UNIX_SECONDS", help="evaluation time")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=_cmd_check)
