@@ -200,7 +200,8 @@ def hash_files(
     """Hash many files on ``workers`` threads; results are in the order of ``requests``.
 
     Files are started largest first (sizes from ``stat``), so one big file does not end up
-    alone on one core at the end. The first error stops the remaining work and is raised.
+    alone on one core at the end. A failure stops the remaining work (files in progress stop at
+    their next chunk) and is raised.
     """
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -237,7 +238,7 @@ def hash_files(
         if (exc := future.exception()) is not None and not isinstance(exc, _AbortedError)
     ]
     if failures:
-        # Report the first failure in request order, so the error is deterministic too.
+        # Of the failures that happened before the abort, report the first in request order.
         raise min(failures, key=lambda pair: pair[0])[1]
     done = [result for result in results if result is not None]
     assert len(done) == len(requests)

@@ -64,7 +64,9 @@ class EventLog:
     ``sink`` is an optional JSON Lines destination: a path (opened for appending, created
     0600) or an open file object (binary or text; not closed by ``close``). A path that already
     holds entries is refused unless ``resume=True``, which loads them as the log's prefix, for
-    a server restarted within one boot whose register already contains them.
+    a server restarted within one boot whose register already contains them (RTMRs survive a
+    process restart, only a reboot resets them). Where the backend can read the register, the
+    caller should compare it with ``rtmrs()`` after resuming.
     """
 
     def __init__(self, extend: ExtendFn, *, sink: Sink | None = None, resume: bool = False) -> None:
@@ -174,7 +176,8 @@ class EventLog:
             return (registers[0], registers[1], registers[2], registers[3])
 
     def close(self) -> None:
-        """Close a sink this log opened itself (a path); file objects stay open."""
+        """Stop accepting entries (``append`` then raises ``eventlog_closed``) and close a sink
+        this log opened itself (a path); file objects passed in stay open."""
         with self._lock:
             self._closed = True
             if self._owned is not None:
