@@ -20,9 +20,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
 
 from cllm.errors import CllmError, EvidenceError
-from cllm.measure import MEASURED_RTMR, Event, parse_event_log, replay
-from cllm.measure._ccel import replay_ccel
-from cllm.measure._registers import Rtmrs
+from cllm.measure import MEASURED_RTMR, Event, Rtmrs, parse_event_log, replay, replay_ccel
 from cllm.quote import Quote, parse_quote
 from cllm.quote import layout as quote_layout
 from cllm.tee._backend import TeeBackend

@@ -14,20 +14,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
-from cllm.measure import _ccel
-from cllm.measure._ccel import (
+from cllm.measure import (
     CC_TYPE_TDX,
     EV_NO_ACTION,
     TPM_ALG_SHA384,
+    Rtmrs,
     TcgEvent,
     TcgEventLog,
+    _ccel,
     build_ccel,
     parse_ccel,
     parse_ccel_table,
     parse_tcg_event_log,
     replay_ccel,
 )
-from cllm.measure._registers import Rtmrs
 
 SHA256 = 0x000B
 SHA384 = TPM_ALG_SHA384

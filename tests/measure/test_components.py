@@ -550,15 +550,21 @@ def test_startup_order_embedded_engine(tmp_path: Path, fake_llama_cpp: Path) -> 
         progress=reported.append,
         show_progress=False,
     )
-    assert names(events) == [
-        ("cllm", "cllm.distribution"),
-        ("engine", "cllm.distribution"),
-        ("model", "cllm.file"),
-        ("ui", "cllm.directory"),
-        ("config", "cllm.config"),
+    # type: the component kind (policies match it); details.method: how it was measured.
+    assert [(event.type, event.details["method"]) for event in events] == [
+        ("cllm.package", "distribution"),
+        ("cllm.engine", "distribution"),
+        ("cllm.model", "file"),
+        ("cllm.ui", "directory"),
+        ("cllm.config", "config"),
+    ]
+    assert [event.name for event in events][:3] == [
+        "confidential-llm",
+        "llama_cpp_python",
+        "smollm2.gguf",
     ]
     assert events[1].details["distribution"] == "llama_cpp_python"
-    assert events[2] == measure_file(model, name="model")
+    assert events[2].digest == measure_file(model, name="model").digest
     config = events[4].to_json()
     assert "secret!" not in json.dumps(config)
     assert events[4].details["settings"] == {"engine": "llama-cpp", "port": 8080}
@@ -607,12 +613,12 @@ def test_startup_upstream_ollama(tmp_path: Path) -> None:
         argv=["cllm", "serve", "--engine", "ollama"],
         show_progress=False,
     )
-    assert names(events) == [
-        ("cllm", "cllm.distribution"),
-        ("engine", "cllm.file"),
-        ("engine", "cllm.directory"),
-        ("model", "cllm.ollama_model"),
-        ("config", "cllm.config"),
+    assert [(event.type, event.details["method"]) for event in events] == [
+        ("cllm.package", "distribution"),
+        ("cllm.engine", "file"),
+        ("cllm.engine", "directory"),
+        ("cllm.model", "ollama_model"),
+        ("cllm.config", "config"),
     ]
     assert events[3].digest == measure_ollama_model(model).digest
     # The same artifacts give the same events: this is how reference values are computed.

@@ -15,16 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
-from cllm.measure import _dstack
-from cllm.measure._dstack import (
+from cllm.measure import (
     DSTACK_RUNTIME_EVENT_TYPE,
     DstackEvent,
+    Rtmrs,
+    _dstack,
     check_runtime_event,
     parse_dstack_event_log,
     replay_dstack,
     runtime_event_digest,
 )
-from cllm.measure._registers import Rtmrs
 
 RUNTIME = DSTACK_RUNTIME_EVENT_TYPE
 

@@ -11,9 +11,16 @@ from typing import Any
 
 import pytest
 
-from cllm.measure._ccel import EV_NO_ACTION, build_ccel, parse_ccel, parse_tcg_event_log
-from cllm.measure._dstack import DstackEvent, parse_dstack_event_log, replay_dstack
-from cllm.measure._registers import Rtmrs
+from cllm.measure import (
+    EV_NO_ACTION,
+    DstackEvent,
+    Rtmrs,
+    build_ccel,
+    parse_ccel,
+    parse_dstack_event_log,
+    parse_tcg_event_log,
+    replay_dstack,
+)
 from vectors import params, require_vectors, vectors_dir
 
 RTMRS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")

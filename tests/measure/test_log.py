@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from cllm.errors import EventLogError
-from cllm.measure import Event, EventLog, parse_event_log, replay
-from cllm.measure._rtmr import ZERO_RTMR, extend
+from cllm.measure import ZERO_RTMR, Event, EventLog, extend, parse_event_log, replay
 
 
 def event(name: str, rtmr: int = 3) -> Event:

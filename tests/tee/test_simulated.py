@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cllm.measure import Event, EventLog
-from cllm.measure._ccel import replay_ccel
-from cllm.measure._rtmr import ZERO_RTMR, extend
+from cllm.measure import ZERO_RTMR, Event, EventLog, extend, replay_ccel
 from cllm.quote import parse_quote
 from cllm.tee import (
     SIMULATED_QE_VENDOR_ID,

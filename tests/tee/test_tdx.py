@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cllm.errors import TeeError
-from cllm.measure._rtmr import extend
+from cllm.measure import extend
 from cllm.quote import parse_quote
 from cllm.tee import SimulatedDcap
 from cllm.tee._backend import TeeBackend

@@ -16,13 +16,15 @@ from cllm.errors import CllmError, EventLogError, MeasurementError
 from cllm.measure import (
     ENGINES,
     OllamaModel,
+    Rtmrs,
     measure_startup,
+    parse_dstack_event_log,
     parse_event_log,
+    parse_tcg_event_log,
     replay,
+    replay_ccel,
+    replay_dstack,
 )
-from cllm.measure._ccel import parse_tcg_event_log, replay_ccel
-from cllm.measure._dstack import parse_dstack_event_log, replay_dstack
-from cllm.measure._registers import Rtmrs
 
 __all__ = ["default_model_path", "register", "replay_file"]
 

@@ -1,10 +1,25 @@
-"""Measurement: cllm events and their event log, RTMR replay, component measurement.
+"""Measurement: cllm events and their event log, RTMR replay, component measurement, and the
+firmware (CCEL, TCG crypto-agile) and dstack event logs.
 
 DESIGN.md section 4. An event is ``{"rtmr", "type", "name", "digest": {"sha384"}, "details"}``;
 the value extended into the RTMR is SHA-384 of its RFC 8785 canonical JSON, and the log holds
 exactly the hashed objects, so anyone can replay it.
 """
 
+from cllm.measure._ccel import (
+    CC_TYPE_TDX,
+    EV_NO_ACTION,
+    TPM_ALG_SHA384,
+    CcelTable,
+    SpecIdEvent,
+    TcgEvent,
+    TcgEventLog,
+    build_ccel,
+    parse_ccel,
+    parse_ccel_table,
+    parse_tcg_event_log,
+    replay_ccel,
+)
 from cllm.measure._components import (
     CLLM_DISTRIBUTION,
     ENGINES,
@@ -22,6 +37,14 @@ from cllm.measure._components import (
     measure_ollama_model,
     measure_startup,
     redact_argv,
+)
+from cllm.measure._dstack import (
+    DSTACK_RUNTIME_EVENT_TYPE,
+    DstackEvent,
+    check_runtime_event,
+    parse_dstack_event_log,
+    replay_dstack,
+    runtime_event_digest,
 )
 from cllm.measure._event import (
     EVENT_TYPE_PREFIX,
@@ -46,12 +69,17 @@ from cllm.measure._hashing import (
     hash_files,
 )
 from cllm.measure._log import EventLog, ExtendFn
+from cllm.measure._registers import Rtmrs, replay_digests
+from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
 
 __all__ = [
+    "CC_TYPE_TDX",
     "CHUNK_SIZE",
     "CLLM_DISTRIBUTION",
+    "DSTACK_RUNTIME_EVENT_TYPE",
     "ENGINES",
     "EVENT_TYPE_PREFIX",
+    "EV_NO_ACTION",
     "LLAMA_CPP_DISTRIBUTION",
     "MAX_DEPTH",
     "MAX_EVENTS",
@@ -59,7 +87,13 @@ __all__ = [
     "MAX_LOG_TEXT",
     "MAX_NAME",
     "MEASURED_RTMR",
+    "RTMR_COUNT",
+    "RTMR_SIZE",
     "SECRET_MARKERS",
+    "TPM_ALG_SHA384",
+    "ZERO_RTMR",
+    "CcelTable",
+    "DstackEvent",
     "Event",
     "EventLog",
     "ExtendFn",
@@ -71,7 +105,14 @@ __all__ = [
     "PathArg",
     "ProgressCallback",
     "ProgressDisplay",
+    "Rtmrs",
+    "SpecIdEvent",
+    "TcgEvent",
+    "TcgEventLog",
+    "build_ccel",
+    "check_runtime_event",
     "drop_secrets",
+    "extend",
     "hash_file",
     "hash_files",
     "is_secret_name",
@@ -81,7 +122,15 @@ __all__ = [
     "measure_file",
     "measure_ollama_model",
     "measure_startup",
+    "parse_ccel",
+    "parse_ccel_table",
+    "parse_dstack_event_log",
     "parse_event_log",
+    "parse_tcg_event_log",
     "redact_argv",
     "replay",
+    "replay_ccel",
+    "replay_digests",
+    "replay_dstack",
+    "runtime_event_digest",
 ]

@@ -59,7 +59,7 @@ import rfc8785
 from rich.console import Console
 
 from cllm.errors import EventLogError, MeasurementError
-from cllm.measure._event import Event, freeze_json, thaw_json
+from cllm.measure._event import EVENT_TYPE_PREFIX, Event, freeze_json, thaw_json
 from cllm.measure._hashing import (
     FileDigests,
     HashRequest,
@@ -822,6 +822,33 @@ def _plan_path(path: PathArg, *, name: str, allow_external_links: bool) -> _Plan
     return _plan_file(path, name=name)
 
 
+_ROLE_KINDS: Final = {
+    "cllm": "package",
+    "engine": "engine",
+    "model": "model",
+    "ui": "ui",
+    "config": "config",
+}
+
+
+def _as_component(event: Event) -> Event:
+    """Retype a measurement as the startup component it is (DESIGN.md section 4): ``type`` is
+    ``cllm.<kind>`` of the component (package, engine, model, ui, config), which policies and
+    tokens match on; ``name`` says which one; ``details.method`` says how it was measured."""
+    kind = _ROLE_KINDS[event.name]
+    method = event.type.removeprefix(EVENT_TYPE_PREFIX)
+    details = dict(event.details)
+    if "distribution" in details:
+        name = str(details["distribution"])
+    elif "model" in details and "tag" in details:
+        name = f"{details['model']}:{details['tag']}"
+    elif "path" in details and kind != "ui":
+        name = Path(str(details["path"])).name or str(details["path"])
+    else:
+        name = event.name
+    return _event(kind, name, event.digest, {"method": method, **details})
+
+
 def measure_startup(
     *,
     model: PathArg | OllamaModel,
@@ -838,7 +865,11 @@ def measure_startup(
 ) -> tuple[Event, ...]:
     """The events ``cllm serve`` extends into RTMR3 before it listens, in this fixed order:
 
-    1. ``cllm``: the distribution ``confidential-llm`` (``cllm.distribution``);
+    Each event's ``type`` is ``cllm.<kind>`` of the component: ``package``, ``engine``,
+    ``model``, ``ui``, ``config``; ``details.method`` says how it was measured (``file``,
+    ``directory``, ``distribution``, ``ollama_model``, ``config``).
+
+    1. ``cllm``: the distribution ``confidential-llm`` (``cllm.package``);
     2. ``engine``: for ``llama-cpp`` the distribution ``llama-cpp-python`` (missing:
        ``engine_not_installed``), then one event per ``engine_paths`` entry (``--measure``:
        file or directory). Upstream engines (``ollama``, ``openai``) need at least one path,
@@ -892,8 +923,8 @@ def measure_startup(
         _log.info("no UI assets at %s: not measured, the UI must not be served", ui_dir)
     config = measure_config(drop_secrets(settings), redact_argv(argv))
     with ProgressDisplay(console=console, enabled=show_progress, callback=progress) as display:
-        events = _run(plans, workers=workers, progress=display)
-    events.append(config)
+        events = [_as_component(event) for event in _run(plans, workers=workers, progress=display)]
+    events.append(_as_component(config))
     for event in events:
         _log.info("measured %s (%s): %s", event.name, event.type, event.digest.hex()[:16])
     return tuple(events)

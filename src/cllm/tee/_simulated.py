@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from cllm.errors import TeeError
-from cllm.measure._ccel import TcgEvent, build_ccel, replay_ccel
-from cllm.measure._rtmr import RTMR_SIZE, ZERO_RTMR, extend
+from cllm.measure import RTMR_SIZE, ZERO_RTMR, TcgEvent, build_ccel, extend, replay_ccel
 from cllm.tee._backend import REPORT_DATA_SIZE
 from cllm.tee._sim_dcap import SimulatedDcap, SimulatedTd
 from cllm.tee._state import ensure_dir, publish_file, read_or_create_secret

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from cllm.errors import QuoteFormatError, TeeError
-from cllm.measure._rtmr import extend
+from cllm.measure import extend
 from cllm.quote import layout, parse_quote
 from cllm.tee._backend import REPORT_DATA_SIZE, RTMR_DIGEST_SIZE
 
