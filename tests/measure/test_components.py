@@ -17,7 +17,6 @@ import rfc8785
 
 from cllm.errors import MeasurementError
 from cllm.measure import (
-    Event,
     OllamaModel,
     _components,
     drop_secrets,
@@ -531,10 +530,6 @@ def fake_llama_cpp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (site / "llama_cpp_python-0.3.0.dist-info/RECORD").write_text("\n".join(rows) + "\n")
     monkeypatch.syspath_prepend(str(site))
     return site
-
-
-def names(events: tuple[Event, ...]) -> list[tuple[str, str]]:
-    return [(e.name, e.type) for e in events]
 
 
 def test_startup_order_embedded_engine(tmp_path: Path, fake_llama_cpp: Path) -> None:
