@@ -70,6 +70,12 @@ def parse_pck_chain(certification: CertificationData) -> list[x509.Certificate]:
             offset=0,
             code="pck_chain_malformed",
         ) from exc
+    if any(cert.serial_number <= 0 for cert in chain):
+        raise QuoteFormatError(
+            "PCK certificate chain holds a non-positive serial number (RFC 5280 4.1.2.2)",
+            offset=0,
+            code="pck_chain_malformed",
+        )
     if len(chain) < 2:
         raise QuoteFormatError(
             f"PCK certificate chain has {len(chain)} certificate(s); needs leaf and CA",
