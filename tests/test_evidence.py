@@ -12,11 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-)
 
 from cllm.errors import EvidenceError
 from cllm.evidence import Binding, build_evidence, check_evidence, parse_evidence
@@ -28,14 +23,7 @@ NOW = 1_790_000_000
 
 
 def _binding(nonce: bytes) -> Binding:
-    signing = ec.generate_private_key(ec.SECP256R1()).public_key()
-    hpke = x25519.X25519PrivateKey.generate().public_key()
-    return Binding(
-        nonce=nonce,
-        signing_key=signing.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
-        hpke_key=hpke.public_bytes(Encoding.Raw, PublicFormat.Raw),
-        tls_spki_sha256=None,
-    )
+    return Binding.with_throwaway_keys(nonce)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from typing import Any, Final, Literal
 
 import pydantic
 import rfc8785
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field
 
 from cllm.errors import CllmError, EvidenceError
@@ -77,6 +79,19 @@ class Binding:
             "hpke_key": base64.b64encode(self.hpke_key).decode(),
             "tls_spki_sha256": self.tls_spki_sha256.hex() if self.tls_spki_sha256 else None,
         }
+
+    @classmethod
+    def with_throwaway_keys(cls, nonce: bytes) -> Binding:
+        """A binding to freshly generated keys whose private halves are dropped at once: for
+        ``cllm tee evidence`` and tests, where nobody is meant to talk to the keys."""
+        signing = ec.generate_private_key(ec.SECP256R1()).public_key()
+        hpke = x25519.X25519PrivateKey.generate().public_key()
+        return cls(
+            nonce=nonce,
+            signing_key=signing.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+            hpke_key=hpke.public_bytes(Encoding.Raw, PublicFormat.Raw),
+            tls_spki_sha256=None,
+        )
 
     def report_data(self) -> bytes:
         """SHA-512 of the RFC 8785 canonical JSON of the binding: the quote's REPORTDATA."""

@@ -5,12 +5,11 @@ offset, truncation at every byte, padding variants, and a hypothesis fuzz."""
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
@@ -28,6 +27,7 @@ from cllm.measure import (
     parse_tcg_event_log,
     replay_ccel,
 )
+from fuzzing import budget
 
 SHA256 = 0x000B
 SHA384 = TPM_ALG_SHA384
@@ -473,17 +473,6 @@ def test_event_equality_ignores_offset() -> None:
 
 # --- fuzz ---------------------------------------------------------------------------------------
 
-SCALE = float(os.environ.get("CLLM_FUZZ_SCALE", "1"))
-
-
-def _budget(examples: int) -> settings:
-    return settings(
-        max_examples=max(1, int(examples * SCALE)),
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-
 
 def _parse_all(table: bytes | None, data: bytes) -> TcgEventLog | None:
     try:
@@ -535,13 +524,13 @@ def mutated_logs(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@_budget(4_000)
+@budget(4_000)
 @given(st.binary(max_size=400))
 def test_fuzz_random_log_bytes(data: bytes) -> None:
     _parse_all(None, data)
 
 
-@_budget(9_000)
+@budget(9_000)
 @given(mutated_logs())
 def test_fuzz_mutated_logs(data: bytes) -> None:
     _parse_all(None, data)
@@ -560,7 +549,7 @@ def mutated_tables(draw: st.DrawFn) -> bytes:
     return bytes(table)
 
 
-@_budget(3_000)
+@budget(3_000)
 @given(st.one_of(mutated_tables(), st.binary(max_size=80)), st.sampled_from(_SEEDS))
 def test_fuzz_tables(table: bytes, data: bytes) -> None:
     _parse_all(table, data)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
@@ -25,6 +24,7 @@ from cllm.measure import (
     replay_dstack,
     runtime_event_digest,
 )
+from fuzzing import budget
 
 RUNTIME = DSTACK_RUNTIME_EVENT_TYPE
 
@@ -303,17 +303,6 @@ def test_messages_do_not_echo_huge_values() -> None:
 
 # --- fuzz ---------------------------------------------------------------------------------------
 
-SCALE = float(os.environ.get("CLLM_FUZZ_SCALE", "1"))
-
-
-def _budget(examples: int) -> settings:
-    return settings(
-        max_examples=max(1, int(examples * SCALE)),
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-
 
 def _parse_all(log: Any) -> None:
     try:
@@ -386,19 +375,19 @@ def mutated_text(draw: st.DrawFn) -> str:
     return "".join(text)
 
 
-@_budget(3_000)
+@budget(3_000)
 @given(mutated_entries())
 def test_fuzz_mutated_entries(entries: list[Any]) -> None:
     _parse_all(entries)
 
 
-@_budget(2_500)
+@budget(2_500)
 @given(st.one_of(mutated_text(), st.text(max_size=200), st.binary(max_size=200)))
 def test_fuzz_text(log: str | bytes) -> None:
     _parse_all(log)
 
 
-@_budget(500)
+@budget(500)
 @given(_JSONISH)
 def test_fuzz_json_values(value: Any) -> None:
     _parse_all(value)

@@ -7,12 +7,11 @@ Seeds are quotes built here, plus the real-hardware quotes when the corpus is pr
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 import pytest
 import samples
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.errors import QuoteFormatError
@@ -23,18 +22,8 @@ from cllm.quote import (
     parse_quote,
     parse_sgx_extension,
 )
+from fuzzing import budget
 from vectors import cases, vectors_dir
-
-SCALE = float(os.environ.get("CLLM_FUZZ_SCALE", "1"))
-
-
-def _budget(examples: int) -> settings:
-    return settings(
-        max_examples=max(1, int(examples * SCALE)),
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 @cache
@@ -69,7 +58,7 @@ def _parse_everything(data: bytes) -> Quote | None:
     return quote
 
 
-@_budget(20_000)
+@budget(20_000)
 @given(st.binary(max_size=1200))
 def test_random_bytes(data: bytes) -> None:
     _parse_everything(data)
@@ -104,7 +93,7 @@ def mutated_quotes(draw: st.DrawFn) -> bytes:
 @pytest.mark.filterwarnings(
     "ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning"
 )
-@_budget(70_000)
+@budget(70_000)
 @given(mutated_quotes())
 def test_mutated_quotes(data: bytes) -> None:
     _parse_everything(data)
@@ -134,7 +123,7 @@ def mutated_extensions(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@_budget(10_000)
+@budget(10_000)
 @given(st.one_of(st.binary(max_size=300), mutated_extensions()))
 def test_sgx_extension_der(data: bytes) -> None:
     try:

@@ -3,16 +3,15 @@ result (never raises), and never says ok for bytes that differ in a signed regio
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.verify import Collateral, QuoteVerifier, intel_root, load_collateral
+from fuzzing import budget
 from vectors import case, read, require_vectors
 
-SCALE = float(os.environ.get("CLLM_FUZZ_SCALE", "1"))
 CASE = "gotdxguest-cos113@20250604"
 
 
@@ -23,12 +22,7 @@ def _setup() -> tuple[bytes, Collateral, int, QuoteVerifier]:
     return read(entry["quote"]), collateral, entry["at"], QuoteVerifier(trust_root=intel_root())
 
 
-@settings(
-    max_examples=max(1, int(3000 * SCALE)),
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@budget(3000)
 @given(st.data())
 def test_mutated_quote_never_crashes_the_pipeline(data: st.DataObject) -> None:
     quote, collateral, at, verifier = _setup()
@@ -46,12 +40,7 @@ def test_mutated_quote_never_crashes_the_pipeline(data: st.DataObject) -> None:
         assert bytes(mutated[:signed_end]) == quote[:signed_end]
 
 
-@settings(
-    max_examples=max(1, int(1000 * SCALE)),
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@budget(1000)
 @given(st.sampled_from(["tcb_info", "qe_identity", "pck_crl", "root_ca_crl"]), st.data())
 def test_mutated_collateral_never_crashes_the_pipeline(field: str, data: st.DataObject) -> None:
     quote, collateral, at, verifier = _setup()

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from rich.console import Console
 
 from cllm.cli._common import (
@@ -67,18 +65,6 @@ def _cmd_info(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _fresh_binding(nonce: bytes) -> Binding:
-    """Per-call keys; their private halves are dropped at once (this command never uses them)."""
-    signing = ec.generate_private_key(ec.SECP256R1()).public_key()
-    hpke = x25519.X25519PrivateKey.generate().public_key()
-    return Binding(
-        nonce=nonce,
-        signing_key=signing.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
-        hpke_key=hpke.public_bytes(Encoding.Raw, PublicFormat.Raw),
-        tls_spki_sha256=None,
-    )
-
-
 def _cmd_evidence(args: argparse.Namespace, console: Console) -> int:
     try:
         chosen = select_backend(
@@ -103,7 +89,7 @@ def _cmd_evidence(args: argparse.Namespace, console: Console) -> int:
         evidence = build_evidence(
             backend,
             tee=chosen.evidence_tee,
-            binding=_fresh_binding(args.nonce),
+            binding=Binding.with_throwaway_keys(args.nonce),
             events=events,
             collateral=collateral,
         )
