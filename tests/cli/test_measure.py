@@ -100,6 +100,9 @@ def test_replay_cllm_log(
         "rtmr2": "00" * 48,
         "rtmr3": doc["rtmr3"],
     }
+    whole = tmp_path / "measure.json"  # `cllm measure --json` output as it is
+    whole.write_text(json.dumps(doc))
+    assert _run(capsys, "eventlog", "replay", str(whole))[1] == registers
     lines = tmp_path / "log.jsonl"
     lines.write_text("".join(json.dumps(event) + "\n" for event in doc["events"]))
     assert _run(capsys, "eventlog", "replay", str(lines), "--format", "cllm")[1] == registers

@@ -234,7 +234,10 @@ def test_verify_simulated_quote_under_its_own_root(
 
     code, doc = _verify(capsys, *args, "--qe-vendor-id", SIMULATED_QE_VENDOR_ID.hex())
     assert (code, doc["ok"], doc["tcb_status"]) == (0, True, "UpToDate")
-    code, doc = _verify(capsys, *args)  # the default QE vendor is Intel's
+    code, doc = _verify(capsys, *args)  # cllm's simulation root implies the simulated QE
+    assert (code, doc["ok"]) == (0, True)
+    intel_qe = "939a7233f79c4ca9940a0db3957f0607"
+    code, doc = _verify(capsys, *args, "--qe-vendor-id", intel_qe)
     assert (code, doc["error"]["code"]) == (1, "qe_vendor_mismatch")
     code, doc = _verify(capsys, *args, "--allow-any-qe-vendor")
     assert (code, doc["ok"]) == (0, True)

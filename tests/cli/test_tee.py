@@ -83,6 +83,34 @@ def test_genuine_evidence_checks_under_the_simulation_root(issued: Issued) -> No
     assert doc["tee"] == "simulated-tdx"
 
 
+def test_evidence_pieces_through_the_other_commands(
+    issued: Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The quote verifies with `cllm quote verify` under the simulation root, and replaying the
+    evidence's event log gives the quote's RTMR3."""
+    import base64
+
+    quote = issued.tmp / "quote.bin"
+    quote.write_bytes(base64.b64decode(issued.document["quote"]))
+    evidence = issued.tmp / "evidence.json"
+    evidence.write_text(json.dumps(issued.document))
+    collateral = issued.tmp / "simulated" / "collateral.json"
+    argv = [
+        "quote",
+        "verify",
+        str(quote),
+        "--collateral",
+        str(collateral),
+        "--root-ca",
+        str(issued.root),
+    ]
+    code, verdict = _run(capsys, *argv)
+    assert (code, verdict["tcb_status"]) == (0, "UpToDate")
+    _, fields = _run(capsys, "quote", "show", str(quote))
+    _, registers = _run(capsys, "eventlog", "replay", str(evidence))
+    assert registers["rtmr3"] == fields["rtmr3"]
+
+
 def test_simulated_evidence_never_passes_as_hardware(issued: Issued) -> None:
     code, doc = issued.check(issued.document, trust=False)
     assert (code, doc["error"]["code"]) == (1, "chain_untrusted")

@@ -104,6 +104,15 @@ def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cllm_events_of(doc: object) -> object:
+    """The events of a ``cllm measure --json`` output or an evidence document, else ``doc``."""
+    if isinstance(doc, dict):
+        for key in ("events", "event_log"):
+            if key in doc:
+                return doc[key]
+    return doc
+
+
 def _detect_format(raw: bytes) -> str:
     head = raw.lstrip()[:1]
     if head not in (b"[", b"{"):
@@ -112,8 +121,11 @@ def _detect_format(raw: bytes) -> str:
         doc = json.loads(raw)
     except ValueError:
         return "cllm"  # JSON Lines
-    first = doc[0] if isinstance(doc, list) and doc else None
-    if isinstance(doc, dict) or (isinstance(first, dict) and "imr" in first):
+    events = _cllm_events_of(doc)
+    if isinstance(events, str):
+        return "dstack"  # dstack documents may embed the log as a JSON string
+    first = events[0] if isinstance(events, list) and events else None
+    if isinstance(first, dict) and "imr" in first:
         return "dstack"
     return "cllm"
 
@@ -137,8 +149,19 @@ def replay_file(
             if "event_log" not in doc:
                 raise EventLogError("no event_log field", code="eventlog_malformed")
             doc = doc["event_log"]
-        events = parse_dstack_event_log(doc)
-        return replay_dstack(events, recompute_stripped=recompute_stripped)
+        dstack_events = parse_dstack_event_log(doc)
+        return replay_dstack(dstack_events, recompute_stripped=recompute_stripped)
+    try:
+        whole = json.loads(raw) if raw.lstrip()[:1] == b"{" else None
+    except ValueError:
+        whole = None  # JSON Lines: one event object per line
+    if isinstance(whole, dict):
+        listed = _cllm_events_of(whole)
+        if listed is whole:  # JSON Lines holding a single event
+            listed = [whole]
+        if not isinstance(listed, list):
+            raise EventLogError("no list of events in the document", code="eventlog_malformed")
+        return Rtmrs.from_sequence(replay(parse_event_log(listed)))
     return Rtmrs.from_sequence(replay(parse_event_log(raw)))
 
 
@@ -198,7 +221,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--format",
         choices=["auto", "cllm", "ccel", "dstack"],
         default="auto",
-        help="cllm JSON / JSON Lines, CCEL log data (TCG crypto-agile), or dstack JSON",
+        help="cllm events (a JSON list, JSON Lines, `cllm measure` output or an evidence "
+        "document), CCEL log data (TCG crypto-agile), or dstack JSON",
     )
     replay_cmd.add_argument("--ccel-table", metavar="FILE", help="the ACPI CCEL table (ccel)")
     replay_cmd.add_argument(

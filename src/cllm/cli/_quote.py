@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import httpx
+from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
@@ -32,6 +33,7 @@ from cllm.quote import (
     parse_quote,
 )
 from cllm.quote import layout as quote_layout
+from cllm.tee import SIMULATED_QE_VENDOR_ID, SIMULATED_ROOT_CA_NAME
 from cllm.verify import (
     INTEL_PCS_URL,
     QCNL_CONF,
@@ -129,6 +131,19 @@ def _unusable(error: CllmError, at: int, root: str) -> VerificationResult:
     return VerificationResult(ok=False, steps=(), error=error, evaluated_at=at, trust_root=root)
 
 
+def _default_qe_vendor(root_ca: str) -> bytes:
+    """The QE vendor a root's quotes come from: the simulated QE for cllm's simulation root
+    (which only counts because the user named that root), Intel's QE for any other."""
+    try:
+        subject = x509.load_pem_x509_certificate(read_file(root_ca, "root CA")).subject
+    except ValueError:
+        return quote_layout.INTEL_QE_VENDOR_ID  # from_pem_file reports the malformed file
+    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if names and names[0].value == SIMULATED_ROOT_CA_NAME:
+        return SIMULATED_QE_VENDOR_ID
+    return quote_layout.INTEL_QE_VENDOR_ID
+
+
 def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
     at = args.at if args.at is not None else int(time.time())
     root_name = "Intel SGX Root CA"
@@ -137,7 +152,7 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
             TrustRoot.from_pem_file(
                 args.root_ca,
                 name=args.root_ca,
-                qe_vendor_id=args.qe_vendor_id,
+                qe_vendor_id=args.qe_vendor_id or _default_qe_vendor(args.root_ca),
                 allow_any_qe_vendor=args.allow_any_qe_vendor,
             )
             if args.root_ca
@@ -239,9 +254,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument(
         "--qe-vendor-id",
         type=hex_bytes(16),
-        default=quote_layout.INTEL_QE_VENDOR_ID,
         metavar="HEX",
-        help="QE vendor ID quotes under --root-ca must carry (default: Intel's)",
+        help="QE vendor ID quotes under --root-ca must carry (default: the simulated QE's for "
+        "cllm's simulation root, else Intel's)",
     )
     verify.add_argument(
         "--allow-any-qe-vendor",
