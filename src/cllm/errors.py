@@ -18,6 +18,7 @@ __all__ = [
     "EventLogError",
     "EvidenceError",
     "MeasurementError",
+    "PolicyError",
     "QuoteFormatError",
     "TeeError",
     "VerificationError",
@@ -93,6 +94,12 @@ class EvidenceError(CllmError):
     """An evidence document that is malformed or does not verify (binding, nonce, replay)."""
 
     default_code = "evidence_invalid"
+
+
+class PolicyError(CllmError):
+    """A policy file that cannot be read or is invalid (unknown key, bad value)."""
+
+    default_code = "policy_invalid"
 
 
 class VerificationError(CllmError):
