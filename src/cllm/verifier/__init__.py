@@ -1,0 +1,17 @@
+"""The attestation service (``cllm verifier serve``): evidence in, signed EAR-style token out."""
+
+from cllm.verifier._app import AttestationRequest, VerifierState, create_app, load_state
+from cllm.verifier._appraise import EvidenceAppraiser, Verdict
+from cllm.verifier._collateral_source import CollateralSource
+from cllm.verifier._settings import VerifierSettings
+
+__all__ = [
+    "AttestationRequest",
+    "CollateralSource",
+    "EvidenceAppraiser",
+    "Verdict",
+    "VerifierSettings",
+    "VerifierState",
+    "create_app",
+    "load_state",
+]

@@ -1,0 +1,159 @@
+"""From evidence to a verdict: evidence checks, DCAP, policy, and the cap on simulated evidence.
+
+A verdict always exists: a failure anywhere is a ``contraindicated`` status with reasons, never
+an exception, so the service signs it like any other (DESIGN.md section 8).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cllm.errors import CllmError
+from cllm.evidence import Evidence, check_evidence, parse_evidence
+from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
+from cllm.quote import Quote
+from cllm.verifier._collateral_source import CollateralSource
+from cllm.verify import Collateral, QuoteVerifier, VerificationResult
+
+__all__ = ["EvidenceAppraiser", "Verdict"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    reasons: tuple[Reason, ...]
+    claims: Mapping[str, Any]  # token claims without iss/iat/exp/jti
+
+
+def _contraindicated(code: str, message: str) -> Appraisal:
+    return Appraisal(status="contraindicated", reasons=(Reason(code, message),))
+
+
+class EvidenceAppraiser:
+    """Verifies evidence against one trust configuration and appraises it with a policy."""
+
+    def __init__(
+        self,
+        *,
+        intel: QuoteVerifier,
+        simulated: QuoteVerifier | None,
+        collateral: CollateralSource,
+    ) -> None:
+        self._intel = intel
+        self._simulated = simulated  # only with --trust-simulated-root
+        self._collateral = collateral
+
+    def appraise(
+        self, document: Mapping[str, Any], *, nonce: bytes, policy: Policy, at: int
+    ) -> Verdict:
+        claims: dict[str, Any] = {
+            "nonce": nonce.hex(),
+            "tee": None,
+            "simulated": False,
+            "tcb": None,
+            "td": None,
+            "components": [],
+            "keys": None,
+            "policy": {"id": policy.id, "sha256": policy.sha256},
+        }
+        appraisal = self._appraise(document, nonce=nonce, policy=policy, at=at, claims=claims)
+        if claims["simulated"] and appraisal.status == "affirming":
+            # Simulated evidence is trusted only because the operator said so: never affirming.
+            appraisal = Appraisal(
+                status="warning",
+                reasons=(
+                    *appraisal.reasons,
+                    Reason("simulated_evidence", "evidence comes from a simulated TD"),
+                ),
+            )
+        return Verdict(status=appraisal.status, reasons=appraisal.reasons, claims=claims)
+
+    def _appraise(
+        self,
+        document: Mapping[str, Any],
+        *,
+        nonce: bytes,
+        policy: Policy,
+        at: int,
+        claims: dict[str, Any],
+    ) -> Appraisal:
+        try:
+            evidence = parse_evidence(document)
+        except CllmError as exc:
+            return _contraindicated(exc.code, exc.message)
+        claims["tee"] = evidence.tee
+        claims["simulated"] = evidence.tee == "simulated-tdx"
+        claims["keys"] = evidence.binding.to_json()
+        check = check_evidence(evidence, expected_nonce=nonce)
+        if check.quote is not None:
+            claims["td"] = _td_claims(check.quote)
+        claims["components"] = [
+            {"type": event.type, "name": event.name, "digest": event.digest.hex()}
+            for event in check.events
+        ]
+        if not check.ok:
+            assert check.error is not None
+            return _contraindicated(check.error.code, check.error.message)
+        assert check.quote is not None
+        verifier = self._simulated if claims["simulated"] else self._intel
+        if verifier is None:
+            return _contraindicated(
+                "simulated_not_trusted",
+                "simulated evidence, and this verifier was not started with --trust-simulated-root",
+            )
+        try:
+            collateral = self._collateral_for(evidence, check.quote)
+        except CllmError as exc:
+            return _contraindicated(exc.code, exc.message)
+        result = verifier.verify(check.quote, collateral, at=at)
+        claims["tcb"] = _tcb_claims(result)
+        if not result.ok or result.tcb_status is None or result.td is None:
+            error = result.error
+            code = error.code if error else "verification_failed"
+            return _contraindicated(code, error.message if error else "quote did not verify")
+        body = check.quote.td_report
+        facts = Facts(
+            tcb_status=result.tcb_status,
+            debug=result.td.debug,
+            sept_ve_disable=result.td.sept_ve_disable,
+            mrtd=body.mrtd.hex(),
+            rtmrs=(body.rtmr0.hex(), body.rtmr1.hex(), body.rtmr2.hex(), body.rtmr3.hex()),
+            components=tuple(
+                ComponentFact(event.type, event.name, event.digest.hex()) for event in check.events
+            ),
+        )
+        return appraise(policy, facts)
+
+    def _collateral_for(self, evidence: Evidence, quote: Quote) -> Collateral:
+        if evidence.collateral is not None:
+            # Carried collateral grants nothing: its signatures are checked like any other.
+            return Collateral.from_json_dict(dict(evidence.collateral))
+        return self._collateral.for_quote(quote)
+
+
+def _td_claims(quote: Quote) -> dict[str, Any]:
+    body = quote.td_report
+    return {
+        "mrtd": body.mrtd.hex(),
+        "rtmr0": body.rtmr0.hex(),
+        "rtmr1": body.rtmr1.hex(),
+        "rtmr2": body.rtmr2.hex(),
+        "rtmr3": body.rtmr3.hex(),
+        "td_attributes": body.td_attributes.hex(),
+        "xfam": body.xfam.hex(),
+        "mr_seam": body.mr_seam.hex(),
+        "debug": body.debug,
+    }
+
+
+def _tcb_claims(result: VerificationResult) -> dict[str, Any]:
+    return {
+        "status": result.tcb_status.value if result.tcb_status else None,
+        "advisory_ids": list(result.advisory_ids),
+        "collateral_expires": result.collateral_expires,
+    }

@@ -1,0 +1,25 @@
+"""Settings of ``cllm verifier serve`` (environment ``CLLM_VERIFIER_*`` or command line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["VerifierSettings"]
+
+
+class VerifierSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLLM_VERIFIER_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=1, le=65535)
+    policy_dir: Path | None = None
+    collateral_dir: Path | None = None
+    pccs_url: str | None = None  # None: PCCS_URL of /etc/sgx_default_qcnl.conf, else Intel PCS
+    trust_simulated_root: Path | None = None
+    state_dir: Path
+    issuer: str = "cllm-verifier"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    cors_origins: tuple[str, ...] = ("*",)

@@ -1,0 +1,234 @@
+"""The attestation service end to end (FastAPI TestClient): simulated evidence, tampering,
+policies, tokens checked against the served JWKS, and malformed requests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cllm.evidence import Binding, build_evidence
+from cllm.measure import Event, EventLog
+from cllm.tee import SimulatedTdBackend, load_simulated_world
+from cllm.token import verify_token
+from cllm.verifier import VerifierSettings, create_app, load_state
+from vectors import case, read, require_vectors
+
+NOW = 1_790_000_000
+
+
+class Service:
+    def __init__(self, tmp: Path, *, trust_simulated: bool, policy_dir: Path | None = None) -> None:
+        self.world = load_simulated_world(tmp / "td", clock=lambda: float(NOW))
+        settings = VerifierSettings(
+            state_dir=tmp / "verifier",
+            trust_simulated_root=self.world.root_ca_path if trust_simulated else None,
+            policy_dir=policy_dir,
+            pccs_url="http://127.0.0.1:9",  # never reached: evidence carries its collateral
+        )
+        self.clock = [float(NOW)]
+        state = load_state(settings, clock=lambda: self.clock[0])
+        self.client = TestClient(create_app(state))
+        self.jwks = self.client.get("/.well-known/jwks.json").json()
+
+    def evidence(self, *, debug: bool = False) -> tuple[dict[str, Any], bytes]:
+        backend = SimulatedTdBackend(self.world)
+        log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+        for kind in ("package", "model", "config"):
+            log.append(
+                Event(rtmr=3, type=f"cllm.{kind}", name=kind, digest=bytes([len(kind)]) * 48)
+            )
+        nonce = secrets.token_bytes(32)
+        evidence = build_evidence(
+            backend,
+            tee="simulated-tdx",
+            binding=Binding.with_throwaway_keys(nonce),
+            events=log.events(),
+            collateral=self.world.collateral(),
+        )
+        return json.loads(json.dumps(evidence.to_json())), nonce
+
+    def attest(
+        self, evidence: dict[str, Any], nonce: bytes, policy: str = "default"
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            "/v1/attestation", json={"evidence": evidence, "nonce": nonce.hex(), "policy": policy}
+        )
+        assert response.status_code == 200, response.text
+        return verify_token(response.json()["token"], jwks=self.jwks, now=int(self.clock[0]))
+
+
+@pytest.fixture
+def trusting(tmp_path: Path) -> Service:
+    return Service(tmp_path, trust_simulated=True)
+
+
+def test_simulated_evidence_is_at_best_warning(trusting: Service) -> None:
+    evidence, nonce = trusting.evidence()
+    claims = trusting.attest(evidence, nonce)
+    assert claims["status"] == "warning"
+    assert [r["code"] for r in claims["reasons"]] == ["simulated_evidence"]
+    assert claims["simulated"] is True
+    assert claims["tee"] == "simulated-tdx"
+    assert claims["nonce"] == nonce.hex()
+    assert claims["tcb"]["status"] == "UpToDate"
+    assert claims["td"]["debug"] is False
+    assert [c["type"] for c in claims["components"]] == [
+        "cllm.package",
+        "cllm.model",
+        "cllm.config",
+    ]
+    assert claims["keys"] == evidence["binding"]
+    assert claims["policy"]["id"] == "default"
+    assert claims["exp"] - claims["iat"] == 300
+    assert claims["iss"] == "cllm-verifier"
+
+
+def test_simulated_evidence_without_trust_is_contraindicated(tmp_path: Path) -> None:
+    service = Service(tmp_path, trust_simulated=False)
+    evidence, nonce = service.evidence()
+    claims = service.attest(evidence, nonce)
+    assert claims["status"] == "contraindicated"
+    assert claims["reasons"][0]["code"] == "simulated_not_trusted"
+    assert claims["simulated"] is True
+
+
+@pytest.mark.parametrize(
+    ("tamper", "code"),
+    [
+        ("nonce", "nonce_mismatch"),
+        ("swap_keys", "binding_mismatch"),
+        ("edit", "rtmr3_mismatch"),
+        ("reorder", "rtmr3_mismatch"),
+        ("truncate", "rtmr3_mismatch"),
+        ("claim_hardware", "tee_mismatch"),
+    ],
+)
+def test_tampering_is_contraindicated(trusting: Service, tamper: str, code: str) -> None:
+    evidence, nonce = trusting.evidence()
+    if tamper == "nonce":
+        nonce = secrets.token_bytes(32)
+    elif tamper == "swap_keys":
+        evidence["binding"]["hpke_key"] = Binding.with_throwaway_keys(nonce).to_json()["hpke_key"]
+    elif tamper == "edit":
+        evidence["event_log"][1]["name"] = "other"
+    elif tamper == "reorder":
+        evidence["event_log"].reverse()
+    elif tamper == "truncate":
+        evidence["event_log"].pop()
+    else:
+        evidence["tee"] = "tdx"
+    claims = trusting.attest(evidence, nonce)
+    assert claims["status"] == "contraindicated"
+    assert claims["reasons"][0]["code"] == code
+
+
+def test_expired_collateral(trusting: Service) -> None:
+    evidence, nonce = trusting.evidence()
+    trusting.clock[0] = float(NOW + 4 * 365 * 86400)
+    claims = trusting.attest(evidence, nonce)
+    assert claims["status"] == "contraindicated"
+    assert claims["reasons"][0]["code"] == "expired"
+
+
+def test_policy_mismatch(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "pinned.toml").write_text(
+        f'[[components]]\ntype = "cllm.model"\ndigest = ["sha384:{"00" * 48}"]\n'
+    )
+    service = Service(tmp_path, trust_simulated=True, policy_dir=policies)
+    evidence, nonce = service.evidence()
+    claims = service.attest(evidence, nonce, policy="pinned")
+    assert claims["status"] == "contraindicated"
+    assert [r["code"] for r in claims["reasons"]] == ["component_mismatch"]
+    assert claims["policy"]["id"] == "pinned"
+    listed = service.client.get("/v1/policies").json()["policies"]
+    assert [p["id"] for p in listed] == ["default", "pinned"]
+
+
+def test_forged_token_is_rejected(trusting: Service) -> None:
+    from cllm.errors import VerificationError
+
+    evidence, nonce = trusting.evidence()
+    response = trusting.client.post(
+        "/v1/attestation", json={"evidence": evidence, "nonce": nonce.hex()}
+    )
+    token = response.json()["token"]
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["status"] = "affirming"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(VerificationError) as raised:
+        verify_token(f"{header}.{forged_payload}.{signature}", jwks=trusting.jwks, now=NOW)
+    assert raised.value.code == "token_bad_signature"
+
+
+def test_real_quote_wrapped_as_evidence(trusting: Service) -> None:
+    """A real Intel quote cannot be bound to keys it did not commit to: the binding fails, and
+    the token still reports the quote's registers."""
+    entry = case("gotdxguest-cos113@20250604")
+    require_vectors()
+    nonce = secrets.token_bytes(32)
+    evidence = {
+        "version": 1,
+        "tee": "tdx",
+        "quote": base64.b64encode(read(entry["quote"])).decode(),
+        "event_log": [],
+        "ccel": None,
+        "binding": Binding.with_throwaway_keys(nonce).to_json(),
+        "collateral": None,
+    }
+    claims = trusting.attest(evidence, nonce)
+    assert claims["status"] == "contraindicated"
+    assert claims["reasons"][0]["code"] == "binding_mismatch"
+    assert claims["td"]["mrtd"] == entry["report"]["mrtd"]
+    assert claims["simulated"] is False
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"evidence": {}, "nonce": "zz"},
+        {"evidence": [], "nonce": "00" * 32},
+        {"evidence": {}, "nonce": "00" * 32, "extra": 1},
+    ],
+)
+def test_malformed_requests_are_4xx(trusting: Service, body: dict[str, Any]) -> None:
+    assert trusting.client.post("/v1/attestation", json=body).status_code == 422
+
+
+def test_malformed_evidence_is_a_signed_verdict(trusting: Service) -> None:
+    claims = trusting.attest({"version": 1}, secrets.token_bytes(32))
+    assert claims["status"] == "contraindicated"
+    assert claims["reasons"][0]["code"] == "evidence_malformed"
+
+
+def test_unknown_policy_is_404(trusting: Service) -> None:
+    response = trusting.client.post(
+        "/v1/attestation", json={"evidence": {}, "nonce": "00" * 32, "policy": "nope"}
+    )
+    assert response.status_code == 404
+
+
+def test_body_limit(trusting: Service) -> None:
+    big = {"evidence": {"pad": "x" * (2 * 1024 * 1024)}, "nonce": "00" * 32}
+    assert trusting.client.post("/v1/attestation", json=big).status_code == 413
+
+
+def test_health_cors_and_schema(trusting: Service) -> None:
+    assert trusting.client.get("/healthz").json()["status"] == "ok"
+    schema = trusting.client.get("/openapi.json").json()
+    assert "/v1/attestation" in schema["paths"]
+    preflight = trusting.client.options(
+        "/v1/attestation",
+        headers={"Origin": "https://chat.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] in ("*", "https://chat.example")
