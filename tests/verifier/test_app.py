@@ -37,7 +37,7 @@ class Service:
         self.jwks = self.client.get("/.well-known/jwks.json").json()
 
     def evidence(self, *, debug: bool = False) -> tuple[dict[str, Any], bytes]:
-        backend = SimulatedTdBackend(self.world)
+        backend = SimulatedTdBackend(self.world, debug=debug)
         log = EventLog(lambda index, value: backend.extend_rtmr3(value))
         for kind in ("package", "model", "config"):
             log.append(
@@ -126,6 +126,28 @@ def test_tampering_is_contraindicated(trusting: Service, tamper: str, code: str)
     claims = trusting.attest(evidence, nonce)
     assert claims["status"] == "contraindicated"
     assert claims["reasons"][0]["code"] == code
+
+
+def test_debug_td_is_contraindicated(trusting: Service) -> None:
+    evidence, nonce = trusting.evidence(debug=True)
+    claims = trusting.attest(evidence, nonce)
+    assert claims["status"] == "contraindicated"
+    assert [r["code"] for r in claims["reasons"]] == ["debug_td"]
+    assert claims["td"]["debug"] is True
+
+
+def test_firmware_log_not_matching_rtmrs(trusting: Service) -> None:
+    from cllm.measure import parse_tcg_event_log
+
+    evidence, nonce = trusting.evidence()
+    data = bytearray(base64.b64decode(evidence["ccel"]["data"]))
+    last = parse_tcg_event_log(bytes(data)).events[-1]
+    # TCG_PCR_EVENT2: MR index, event type, digest count (u32 each), algorithm id (u16), digest.
+    data[last.offset + 14] ^= 0x01
+    evidence["ccel"]["data"] = base64.b64encode(bytes(data)).decode()
+    claims = trusting.attest(evidence, nonce)
+    assert claims["status"] == "contraindicated"
+    assert claims["reasons"][0]["code"] == "ccel_mismatch"
 
 
 def test_expired_collateral(trusting: Service) -> None:

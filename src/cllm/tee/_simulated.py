@@ -113,13 +113,20 @@ class SimulatedTdBackend:
 
     name: Final[str] = "simulated"
 
-    def __init__(self, world: SimulatedWorld) -> None:
+    def __init__(self, world: SimulatedWorld, *, debug: bool = False) -> None:
+        """``debug`` sets TD_ATTRIBUTES.DEBUG, as a debug TD would (to test that policies
+        reject such TDs)."""
         self._world = world
         seed_tag = world.mrtd  # per-state firmware log, stable across restarts
         self._ccel = build_ccel(_synthetic_firmware_log(seed_tag))
         firmware = replay_ccel(*self._ccel)
+        attributes = int.from_bytes(SimulatedTd().td_attributes, "little") | int(debug)
         self._td = SimulatedTd(
-            mrtd=world.mrtd, rtmr0=firmware.rtmr0, rtmr1=firmware.rtmr1, rtmr2=firmware.rtmr2
+            mrtd=world.mrtd,
+            rtmr0=firmware.rtmr0,
+            rtmr1=firmware.rtmr1,
+            rtmr2=firmware.rtmr2,
+            td_attributes=attributes.to_bytes(8, "little"),
         )
         self._rtmr3 = ZERO_RTMR
         self._lock = threading.Lock()
