@@ -4,7 +4,6 @@ real signed documents from the corpus; QCNL configuration parsing."""
 from __future__ import annotations
 
 import json
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -23,62 +22,10 @@ from cllm.verify import (
     load_collateral,
     read_qcnl_pccs_url,
 )
+from pcs_fake import FakePcs
 from vectors import case, read, require_vectors
 
 CASE = "gotdxguest-cos113@20250604"
-
-
-class FakePcs:
-    """Serves one collateral set the way Intel PCS (or a PCCS) lays it out."""
-
-    def __init__(self, collateral: Collateral, *, pccs: bool) -> None:
-        self.collateral = collateral
-        self.pccs = pccs
-        self.requests: list[str] = []
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(str(request.url))
-        c = self.collateral
-        path = request.url.path
-        quoted = urllib.parse.quote
-        if path.endswith("/tcb"):
-            body = (
-                b'{"tcbInfo":'
-                + c.tcb_info
-                + b',"signature":"'
-                + c.tcb_info_signature.hex().encode()
-                + b'"}'
-            )
-            return httpx.Response(
-                200,
-                content=body,
-                headers={"TCB-Info-Issuer-Chain": quoted(c.tcb_info_issuer_chain)},
-            )
-        if path.endswith("/qe/identity"):
-            body = (
-                b'{"enclaveIdentity":'
-                + c.qe_identity
-                + b',"signature":"'
-                + c.qe_identity_signature.hex().encode()
-                + b'"}'
-            )
-            return httpx.Response(
-                200,
-                content=body,
-                headers={"SGX-Enclave-Identity-Issuer-Chain": quoted(c.qe_identity_issuer_chain)},
-            )
-        if path.endswith("/pckcrl"):
-            assert request.url.params["encoding"] == "der"
-            return httpx.Response(
-                200,
-                content=c.pck_crl,
-                headers={"SGX-PCK-CRL-Issuer-Chain": quoted(c.pck_crl_issuer_chain)},
-            )
-        if path.endswith("/rootcacrl") and self.pccs:
-            return httpx.Response(200, content=c.root_ca_crl.hex().encode())  # PCCS: hex of DER
-        if path.endswith("IntelSGXRootCA.der") and not self.pccs:
-            return httpx.Response(200, content=c.root_ca_crl)
-        return httpx.Response(404)
 
 
 def _setup(pccs: bool) -> tuple[dict[str, Any], Collateral, FakePcs, list[float]]:

@@ -1,0 +1,63 @@
+"""A stand-in for Intel PCS or a PCCS (for httpx.MockTransport): serves one collateral set the
+way the real services lay it out (signed objects in JSON bodies, issuer chains in headers)."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import httpx
+
+from cllm.verify import Collateral
+
+
+class FakePcs:
+    """Serves one collateral set the way Intel PCS (or a PCCS) lays it out."""
+
+    def __init__(self, collateral: Collateral, *, pccs: bool) -> None:
+        self.collateral = collateral
+        self.pccs = pccs
+        self.requests: list[str] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(str(request.url))
+        c = self.collateral
+        path = request.url.path
+        quoted = urllib.parse.quote
+        if path.endswith("/tcb"):
+            body = (
+                b'{"tcbInfo":'
+                + c.tcb_info
+                + b',"signature":"'
+                + c.tcb_info_signature.hex().encode()
+                + b'"}'
+            )
+            return httpx.Response(
+                200,
+                content=body,
+                headers={"TCB-Info-Issuer-Chain": quoted(c.tcb_info_issuer_chain)},
+            )
+        if path.endswith("/qe/identity"):
+            body = (
+                b'{"enclaveIdentity":'
+                + c.qe_identity
+                + b',"signature":"'
+                + c.qe_identity_signature.hex().encode()
+                + b'"}'
+            )
+            return httpx.Response(
+                200,
+                content=body,
+                headers={"SGX-Enclave-Identity-Issuer-Chain": quoted(c.qe_identity_issuer_chain)},
+            )
+        if path.endswith("/pckcrl"):
+            assert request.url.params["encoding"] == "der"
+            return httpx.Response(
+                200,
+                content=c.pck_crl,
+                headers={"SGX-PCK-CRL-Issuer-Chain": quoted(c.pck_crl_issuer_chain)},
+            )
+        if path.endswith("/rootcacrl") and self.pccs:
+            return httpx.Response(200, content=c.root_ca_crl.hex().encode())  # PCCS: hex of DER
+        if path.endswith("IntelSGXRootCA.der") and not self.pccs:
+            return httpx.Response(200, content=c.root_ca_crl)
+        return httpx.Response(404)
