@@ -191,11 +191,21 @@ def test_forged_token_is_rejected(trusting: Service) -> None:
     assert raised.value.code == "token_bad_signature"
 
 
-def test_real_quote_wrapped_as_evidence(trusting: Service) -> None:
-    """A real Intel quote cannot be bound to keys it did not commit to: the binding fails, and
-    the token still reports the quote's registers."""
-    entry = case("gotdxguest-cos113@20250604")
+@pytest.mark.parametrize(
+    ("case_id", "tcb_status"),
+    [
+        ("gotdxguest-cos113@20250604", "UpToDate"),
+        ("gotdxguest-v5-sample@20260218", "UpToDate"),
+        ("dcapqvl-tdx-quote@20260813", "OutOfDate"),
+    ],
+)
+def test_real_quotes_wrapped_as_evidence(trusting: Service, case_id: str, tcb_status: str) -> None:
+    """Real Intel quotes with their collateral and evaluation time: the DCAP path runs and the
+    token reports their TCB, but a quote cannot be bound to keys it never committed to."""
     require_vectors()
+    entry = case(case_id)
+    collateral = json.loads((require_vectors() / entry["collateral"]).read_text())
+    trusting.clock[0] = float(entry["at"])
     nonce = secrets.token_bytes(32)
     evidence = {
         "version": 1,
@@ -204,13 +214,18 @@ def test_real_quote_wrapped_as_evidence(trusting: Service) -> None:
         "event_log": [],
         "ccel": None,
         "binding": Binding.with_throwaway_keys(nonce).to_json(),
-        "collateral": None,
+        "collateral": collateral,
     }
     claims = trusting.attest(evidence, nonce)
     assert claims["status"] == "contraindicated"
-    assert claims["reasons"][0]["code"] == "binding_mismatch"
+    assert [r["code"] for r in claims["reasons"]] == ["binding_mismatch"]
+    assert claims["tcb"]["status"] == tcb_status
     assert claims["td"]["mrtd"] == entry["report"]["mrtd"]
     assert claims["simulated"] is False
+    # The same quote one second after its collateral expired: both findings are reported.
+    trusting.clock[0] = float(entry["window"]["not_after"] + 1)
+    late = trusting.attest(evidence, nonce)
+    assert [r["code"] for r in late["reasons"]] == ["binding_mismatch", "expired"]
 
 
 @pytest.mark.parametrize(

@@ -96,31 +96,46 @@ class EvidenceAppraiser:
             {"type": event.type, "name": event.name, "digest": event.digest.hex()}
             for event in check.events
         ]
-        if not check.ok:
-            assert check.error is not None
-            return _contraindicated(check.error.code, check.error.message)
-        assert check.quote is not None
+        # Every check that can run does, so the reasons name all findings (a real quote with a
+        # foreign binding still reports its TCB).
+        reasons: list[Reason] = []
+        if check.error is not None:
+            reasons.append(Reason(check.error.code, check.error.message))
+        if check.quote is None:
+            return Appraisal(status="contraindicated", reasons=tuple(reasons))
         verifier = self._simulated if claims["simulated"] else self._intel
         if verifier is None:
-            return _contraindicated(
-                "simulated_not_trusted",
-                "simulated evidence, and this verifier was not started with --trust-simulated-root",
+            reasons.append(
+                Reason(
+                    "simulated_not_trusted",
+                    "simulated evidence, and this verifier was not started with "
+                    "--trust-simulated-root",
+                )
             )
+            return Appraisal(status="contraindicated", reasons=tuple(reasons))
         try:
             collateral = self._collateral_for(evidence, check.quote)
         except CllmError as exc:
-            return _contraindicated(exc.code, exc.message)
+            reasons.append(Reason(exc.code, exc.message))
+            return Appraisal(status="contraindicated", reasons=tuple(reasons))
         result = verifier.verify(check.quote, collateral, at=at)
         claims["tcb"] = _tcb_claims(result)
-        if not result.ok or result.tcb_status is None or result.td is None:
+        tcb_status, td_facts = result.tcb_status, result.td
+        if not result.ok or tcb_status is None or td_facts is None:
             error = result.error
-            code = error.code if error else "verification_failed"
-            return _contraindicated(code, error.message if error else "quote did not verify")
+            reasons.append(
+                Reason(
+                    error.code if error else "verification_failed",
+                    error.message if error else "quote did not verify",
+                )
+            )
+        if reasons or tcb_status is None or td_facts is None:
+            return Appraisal(status="contraindicated", reasons=tuple(reasons))
         body = check.quote.td_report
         facts = Facts(
-            tcb_status=result.tcb_status,
-            debug=result.td.debug,
-            sept_ve_disable=result.td.sept_ve_disable,
+            tcb_status=tcb_status,
+            debug=td_facts.debug,
+            sept_ve_disable=td_facts.sept_ve_disable,
             mrtd=body.mrtd.hex(),
             rtmrs=(body.rtmr0.hex(), body.rtmr1.hex(), body.rtmr2.hex(), body.rtmr3.hex()),
             components=tuple(
