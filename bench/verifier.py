@@ -126,7 +126,7 @@ def process_cpu(pid: int) -> float:
 class Server:
     """``cllm verifier serve`` in a subprocess, stopped on exit."""
 
-    def __init__(self, state_dir: Path, root_ca: Path) -> None:
+    def __init__(self, state_dir: Path, root_ca: Path, *, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = state_dir / "server.log"
@@ -146,6 +146,8 @@ class Server:
                 str(state_dir / "verifier"),
                 "--pccs-url",
                 "http://127.0.0.1:9",  # never reached: the evidence carries its collateral
+                "--workers",
+                str(workers),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -384,6 +386,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (1)")
     parser.add_argument("--requests", type=int, default=3000, help="measured requests (3000)")
     parser.add_argument("--seconds", type=float, help="measure for this long instead")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests first (200)")
@@ -391,7 +394,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--client",
         choices=("httpx", "raw"),
-        default="httpx",
+        default="raw",
         help="load generator: httpx.AsyncClient (default) or a minimal HTTP/1.1 client that "
         "leaves more CPU to the server",
     )
@@ -412,7 +415,7 @@ def main() -> int:
         state_dir = Path(tmp)
         world = load_simulated_world(state_dir / "td", clock=time.time)
         bodies = [make_body(world) for _ in range(args.pairs)]
-        server = Server(state_dir, world.root_ca_path)
+        server = Server(state_dir, world.root_ca_path, workers=args.workers)
         try:
             server.wait_ready()
             status = check_token(server.url, bodies[0])

@@ -59,4 +59,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="verify simulated evidence under this root (never better than 'warning')",
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where the token key lives")
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="worker processes (default 1)"
+    )
     serve.set_defaults(handler=_cmd_serve)

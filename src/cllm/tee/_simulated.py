@@ -118,7 +118,9 @@ class SimulatedTdBackend:
         reject such TDs)."""
         self._world = world
         seed_tag = world.mrtd  # per-state firmware log, stable across restarts
-        self._ccel = build_ccel(_synthetic_firmware_log(seed_tag))
+        # A 4 KiB log area (TDVF reserves 64 KiB): the synthetic log is small, and every
+        # evidence document carries the whole area.
+        self._ccel = build_ccel(_synthetic_firmware_log(seed_tag), laml=4096)
         firmware = replay_ccel(*self._ccel)
         attributes = int.from_bytes(SimulatedTd().td_attributes, "little") | int(debug)
         self._td = SimulatedTd(

@@ -1,6 +1,12 @@
 """The attestation service (``cllm verifier serve``): evidence in, signed EAR-style token out."""
 
-from cllm.verifier._app import AttestationRequest, VerifierState, create_app, load_state
+from cllm.verifier._app import (
+    AttestationRequest,
+    VerifierState,
+    app_from_environment,
+    create_app,
+    load_state,
+)
 from cllm.verifier._appraise import EvidenceAppraiser, Verdict
 from cllm.verifier._collateral_source import CollateralSource
 from cllm.verifier._settings import VerifierSettings
@@ -12,6 +18,7 @@ __all__ = [
     "Verdict",
     "VerifierSettings",
     "VerifierState",
+    "app_from_environment",
     "create_app",
     "load_state",
 ]

@@ -7,18 +7,18 @@ token; HTTP 4xx is only for requests that are malformed as requests.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
 from cllm.policy import Policy, load_policies
@@ -35,7 +35,14 @@ from cllm.verify import (
     intel_root,
 )
 
-__all__ = ["AttestationRequest", "VerifierState", "create_app", "load_state"]
+__all__ = [
+    "AttestationRequest",
+    "BodyLimit",
+    "VerifierState",
+    "app_from_environment",
+    "create_app",
+    "load_state",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +100,74 @@ def load_state(
     )
 
 
+class BodyLimit:
+    """Pure ASGI middleware: refuses request bodies over ``limit`` bytes (413) without reading
+    more than that, declared or chunked. Logs ids, paths, statuses and timings, never bodies."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self._limit):
+            await self._refuse(send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._limit:
+                    too_large = True
+                    raise _BodyTooLargeError
+            return message
+
+        started = time.perf_counter()
+        status = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self._app(scope, limited_receive, tracking_send)
+        except _BodyTooLargeError:
+            if status == 0:
+                await self._refuse(send)
+        _log.info(
+            "%s %s %d %.1fms",
+            scope.get("method", "?"),
+            scope.get("path", "?"),
+            status or 413,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body over {self._limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
 def create_app(state: VerifierState) -> FastAPI:
     app = FastAPI(
         title="cllm attestation service",
@@ -106,35 +181,12 @@ def create_app(state: VerifierState) -> FastAPI:
         allow_methods=["GET", "POST"],
         allow_headers=["content-type"],
     )
-    limit = state.settings.max_body_bytes
+    app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
-        if request.method == "POST" and declared is None:
-            body = await request.body()  # chunked: read, bounded by the check below
-            if len(body) > limit:
-                return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
-        request_id = uuid.uuid4().hex[:12]
-        started = time.perf_counter()
-        response = await call_next(request)
-        # Logs carry ids, sizes and timings only, never evidence contents.
-        _log.info(
-            "%s %s %s %d %.1fms",
-            request_id,
-            request.method,
-            request.url.path,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
-
+    # async: the work is ~1 ms of CPU; running it on the event loop saves the thread-pool
+    # hand-off, which dominated the latency tail under load.
     @app.post("/v1/attestation", response_model=AttestationResponse)
-    def attest(body: AttestationRequest) -> AttestationResponse:
+    async def attest(body: AttestationRequest) -> AttestationResponse:
         policy = state.policies.get(body.policy)
         if policy is None:
             raise HTTPException(status_code=404, detail=f"unknown policy {body.policy!r}")
@@ -170,3 +222,9 @@ def create_app(state: VerifierState) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (one per worker process): settings from the
+    ``CLLM_VERIFIER_*`` environment that ``cllm verifier serve`` exports."""
+    return create_app(load_state(VerifierSettings()))  # type: ignore[call-arg]
