@@ -24,30 +24,18 @@ class FakePcs:
         path = request.url.path
         quoted = urllib.parse.quote
         if path.endswith("/tcb"):
-            body = (
-                b'{"tcbInfo":'
-                + c.tcb_info
-                + b',"signature":"'
-                + c.tcb_info_signature.hex().encode()
-                + b'"}'
-            )
-            return httpx.Response(
-                200,
-                content=body,
-                headers={"TCB-Info-Issuer-Chain": quoted(c.tcb_info_issuer_chain)},
+            return _signed(
+                "tcbInfo",
+                c.tcb_info,
+                c.tcb_info_signature,
+                {"TCB-Info-Issuer-Chain": quoted(c.tcb_info_issuer_chain)},
             )
         if path.endswith("/qe/identity"):
-            body = (
-                b'{"enclaveIdentity":'
-                + c.qe_identity
-                + b',"signature":"'
-                + c.qe_identity_signature.hex().encode()
-                + b'"}'
-            )
-            return httpx.Response(
-                200,
-                content=body,
-                headers={"SGX-Enclave-Identity-Issuer-Chain": quoted(c.qe_identity_issuer_chain)},
+            return _signed(
+                "enclaveIdentity",
+                c.qe_identity,
+                c.qe_identity_signature,
+                {"SGX-Enclave-Identity-Issuer-Chain": quoted(c.qe_identity_issuer_chain)},
             )
         if path.endswith("/pckcrl"):
             assert request.url.params["encoding"] == "der"
@@ -61,3 +49,19 @@ class FakePcs:
         if path.endswith("IntelSGXRootCA.der") and not self.pccs:
             return httpx.Response(200, content=c.root_ca_crl)
         return httpx.Response(404)
+
+
+def _signed(
+    member: str, document: bytes, signature: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    """A PCS v4 body: the signed object's exact bytes and its hex signature."""
+    body = (
+        b'{"'
+        + member.encode()
+        + b'":'
+        + document
+        + b',"signature":"'
+        + signature.hex().encode()
+        + b'"}'
+    )
+    return httpx.Response(200, content=body, headers=headers)

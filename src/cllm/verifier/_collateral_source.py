@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cllm.errors import CllmError, CollateralError
-from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions
-from cllm.verify import Collateral, CollateralFetcher, load_collateral, parse_tcb_info
+from cllm.quote import Quote
+from cllm.verify import (
+    Collateral,
+    CollateralFetcher,
+    collateral_key,
+    load_collateral,
+    parse_tcb_info,
+)
 
 __all__ = ["CollateralSource"]
 
@@ -58,18 +64,18 @@ class CollateralSource:
 
     def for_quote(self, quote: Quote) -> Collateral:
         """The newest offline set for the quote's TEE and FMSPC, else a fetched one."""
-        fmspc = parse_pck_extensions(parse_pck_chain(quote.signature_data.certification)[0]).fmspc
-        tee = "TDX" if quote.is_tdx else "SGX"
-        matches = [e for e in self._offline if e.tee == tee and e.fmspc == fmspc.hex().upper()]
+        key = collateral_key(quote)
+        tee, fmspc = key.tee.upper(), key.fmspc.hex().upper()
+        matches = [e for e in self._offline if e.tee == tee and e.fmspc == fmspc]
         if matches:
             return max(matches, key=lambda entry: entry.issued).collateral
         if self._fetcher is None:
             raise CollateralError(
-                f"no collateral for {tee} FMSPC {fmspc.hex().upper()} offline, and no PCCS",
+                f"no collateral for {tee} FMSPC {fmspc} offline, and no PCCS",
                 code="collateral_unavailable",
             )
         try:
-            return self._fetcher.for_quote(quote)
+            return self._fetcher.fetch(tee=key.tee, fmspc=key.fmspc, ca=key.ca)
         except CollateralError as exc:
             raise CollateralError(
                 f"collateral unavailable: {exc.message}", code="collateral_unavailable"

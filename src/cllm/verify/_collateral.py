@@ -49,13 +49,17 @@ def _hex_bytes(value: Any, what: str, size: int | None = None) -> bytes:
     return raw
 
 
+def pem_crl_to_der(pem: bytes, what: str) -> bytes:
+    try:
+        return x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER)
+    except ValueError as exc:
+        raise CollateralFormatError(f"{what} is not a PEM CRL") from exc
+
+
 def _crl_der(value: Any, what: str) -> bytes:
     """CRLs arrive as hex of DER (QuoteCollateralV3) or PEM (some PCCS responses)."""
     if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
-        try:
-            return x509.load_pem_x509_crl(value.encode()).public_bytes(Encoding.DER)
-        except ValueError as exc:
-            raise CollateralFormatError(f"{what} is not a PEM CRL") from exc
+        return pem_crl_to_der(value.encode(), what)
     return _hex_bytes(value, what)
 
 

@@ -17,18 +17,23 @@ from pathlib import Path
 from typing import Final, Literal
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from cllm.errors import CollateralFetchError, CollateralFormatError, QuoteFormatError
 from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions
-from cllm.verify._collateral import Collateral, parse_qe_identity, parse_tcb_info
+from cllm.verify._collateral import (
+    Collateral,
+    parse_qe_identity,
+    parse_tcb_info,
+    pem_crl_to_der,
+)
 from cllm.verify._pki import parse_crl
 
 __all__ = [
     "INTEL_PCS_URL",
     "QCNL_CONF",
     "CollateralFetcher",
+    "CollateralKey",
+    "collateral_key",
     "default_collateral_url",
     "read_qcnl_pccs_url",
 ]
@@ -129,16 +134,40 @@ def _crl_der(body: bytes, what: str) -> bytes:
     """CRL bodies come as DER (PCS with encoding=der), hex of DER (PCCS) or PEM."""
     stripped = body.strip()
     if stripped.startswith(b"-----BEGIN"):
-        try:
-            return x509.load_pem_x509_crl(stripped).public_bytes(Encoding.DER)
-        except ValueError as exc:
-            raise CollateralFormatError(f"{what} is not a PEM CRL") from exc
+        return pem_crl_to_der(stripped, what)
     if stripped[:1] == b"\x30":
         return bytes(stripped)
     try:
         return bytes.fromhex(stripped.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CollateralFormatError(f"{what} is neither DER, hex nor PEM") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CollateralKey:
+    """What selects a quote's collateral set."""
+
+    tee: Tee
+    fmspc: bytes
+    ca: PckCa
+
+
+def collateral_key(quote: Quote) -> CollateralKey:
+    """TEE, FMSPC and issuing PCK CA, read from the quote's PCK certificate."""
+    chain = parse_pck_chain(quote.signature_data.certification)
+    fmspc = parse_pck_extensions(chain[0]).fmspc
+    issuer = chain[0].issuer.rfc4514_string()
+    if "Processor" in issuer:
+        ca: PckCa = "processor"
+    elif "Platform" in issuer:
+        ca = "platform"
+    else:
+        raise QuoteFormatError(
+            f"PCK certificate issuer {issuer!r} names no PCK CA",
+            offset=0,
+            code="pck_chain_malformed",
+        )
+    return CollateralKey(tee="tdx" if quote.is_tdx else "sgx", fmspc=fmspc, ca=ca)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,20 +198,8 @@ class CollateralFetcher:
 
     def for_quote(self, quote: Quote) -> Collateral:
         """Collateral for a quote, chosen by its PCK certificate's FMSPC and issuing CA."""
-        chain = parse_pck_chain(quote.signature_data.certification)
-        fmspc = parse_pck_extensions(chain[0]).fmspc
-        issuer = chain[0].issuer.rfc4514_string()
-        if "Processor" in issuer:
-            ca: PckCa = "processor"
-        elif "Platform" in issuer:
-            ca = "platform"
-        else:
-            raise QuoteFormatError(
-                f"PCK certificate issuer {issuer!r} names no PCK CA",
-                offset=0,
-                code="pck_chain_malformed",
-            )
-        return self.fetch(tee="tdx" if quote.is_tdx else "sgx", fmspc=fmspc, ca=ca)
+        key = collateral_key(quote)
+        return self.fetch(tee=key.tee, fmspc=key.fmspc, ca=key.ca)
 
     def fetch(self, *, tee: Tee, fmspc: bytes, ca: PckCa) -> Collateral:
         key = (tee, fmspc.hex().upper(), ca)
