@@ -54,7 +54,7 @@ from rich.table import Table
 
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world
+from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
 from cllm.token import verify_token
 
 HOST = "127.0.0.1"
@@ -88,7 +88,7 @@ def make_body(world: SimulatedWorld) -> bytes:
     """One request body: simulated evidence with fresh throwaway keys bound to a fresh nonce,
     and the simulated collateral (built the way tests/verifier/test_app.py does)."""
     backend = SimulatedTdBackend(world)
-    log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+    log = EventLog(rtmr3_extender(backend))
     for kind in ("package", "model", "config"):
         log.append(Event(rtmr=3, type=f"cllm.{kind}", name=kind, digest=bytes([len(kind)]) * 48))
     nonce = secrets.token_bytes(32)

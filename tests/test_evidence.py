@@ -16,7 +16,7 @@ import pytest
 from cllm.errors import EvidenceError
 from cllm.evidence import Binding, build_evidence, check_evidence, parse_evidence
 from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world
+from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
 from cllm.verify import Collateral, QuoteVerifier
 
 NOW = 1_790_000_000
@@ -29,7 +29,7 @@ def _binding(nonce: bytes) -> Binding:
 @pytest.fixture
 def issued(tmp_path: Path) -> tuple[dict[str, Any], bytes, SimulatedTdBackend]:
     backend = SimulatedTdBackend(load_simulated_world(tmp_path, clock=lambda: float(NOW)))
-    log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+    log = EventLog(rtmr3_extender(backend))
     for kind, name in (("package", "cllm"), ("model", "smollm2"), ("config", "config")):
         log.append(
             Event(

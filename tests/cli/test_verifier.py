@@ -16,7 +16,7 @@ import pytest
 
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world
+from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
 from cllm.token import verify_token
 
 
@@ -66,7 +66,7 @@ def test_serve_attests_over_http(server: tuple[str, Path]) -> None:
     base, td_state = server
     world = load_simulated_world(td_state, clock=time.time)
     backend = SimulatedTdBackend(world)
-    log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+    log = EventLog(rtmr3_extender(backend))
     log.append(Event(rtmr=3, type="cllm.model", name="m", digest=bytes(48)))
     nonce = secrets.token_bytes(32)
     evidence = build_evidence(

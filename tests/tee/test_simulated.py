@@ -16,6 +16,7 @@ from cllm.tee import (
     SimulatedTdBackend,
     default_state_dir,
     load_simulated_world,
+    rtmr3_extender,
     select_backend,
 )
 from cllm.verify import QuoteVerifier, intel_root
@@ -87,7 +88,7 @@ def test_quote_verifies_under_the_simulation_root_only(tmp_path: Path) -> None:
 
 def test_rtmr3_follows_the_event_log(tmp_path: Path) -> None:
     backend = SimulatedTdBackend(load_simulated_world(tmp_path, clock=_clock))
-    log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+    log = EventLog(rtmr3_extender(backend))
     expected = ZERO_RTMR
     for name in ("one", "two", "three"):
         event = _event(name)
@@ -136,3 +137,15 @@ def test_default_state_dir() -> None:
     assert default_state_dir({"CLLM_STATE_DIR": "/s"}, home) == Path("/s")
     assert default_state_dir({"XDG_DATA_HOME": "/x"}, home) == Path("/x/cllm")
     assert default_state_dir({}, home) == Path("/home/u/.local/share/cllm")
+
+
+def test_event_for_another_register_is_refused(tmp_path: Path) -> None:
+    from cllm.errors import TeeError
+    from cllm.tee import rtmr3_extender
+
+    backend = SimulatedTdBackend(load_simulated_world(tmp_path, clock=_clock))
+    extend = rtmr3_extender(backend)
+    with pytest.raises(TeeError) as raised:
+        extend(2, bytes(48))
+    assert raised.value.code == "rtmr_not_extendable"
+    assert backend.rtmr3 == ZERO_RTMR

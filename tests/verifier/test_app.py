@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world
+from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
 from vectors import case, read, require_vectors
@@ -38,7 +38,7 @@ class Service:
 
     def evidence(self, *, debug: bool = False) -> tuple[dict[str, Any], bytes]:
         backend = SimulatedTdBackend(self.world, debug=debug)
-        log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+        log = EventLog(rtmr3_extender(backend))
         for kind in ("package", "model", "config"):
             log.append(
                 Event(rtmr=3, type=f"cllm.{kind}", name=kind, digest=bytes([len(kind)]) * 48)

@@ -34,6 +34,7 @@ from cllm.tee import (
     TdxBackend,
     default_state_dir,
     load_simulated_world,
+    rtmr3_extender,
     select_backend,
 )
 from cllm.verify import (
@@ -74,7 +75,7 @@ def _cmd_evidence(args: argparse.Namespace, console: Console) -> int:
         events: tuple[Event, ...]
         if isinstance(backend, SimulatedTdBackend):
             # A fresh simulated TD: measure what this command runs, as `cllm serve` would.
-            log = EventLog(lambda index, value: backend.extend_rtmr3(value))
+            log = EventLog(rtmr3_extender(backend))
             log.append(measure_distribution(CLLM_DISTRIBUTION, name="cllm"))
             log.append(measure_config({"tee": args.tee}, ["cllm", *sys.argv[1:]]))
             events = log.events()

@@ -2,7 +2,7 @@
 for machines without TDX (``SimulatedTdBackend``, built on the simulated DCAP world
 ``SimulatedDcap``), and the choice between them (``select_backend``)."""
 
-from cllm.tee._backend import REPORT_DATA_SIZE, RTMR_DIGEST_SIZE, TeeBackend
+from cllm.tee._backend import REPORT_DATA_SIZE, RTMR_DIGEST_SIZE, TeeBackend, rtmr3_extender
 from cllm.tee._select import BackendChoice, SelectedBackend, select_backend
 from cllm.tee._sim_dcap import (
     DEFAULT_QE_LEVELS,
@@ -47,5 +47,6 @@ __all__ = [
     "TeeBackend",
     "default_state_dir",
     "load_simulated_world",
+    "rtmr3_extender",
     "select_backend",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["REPORT_DATA_SIZE", "RTMR_DIGEST_SIZE", "TeeBackend"]
+from cllm.errors import TeeError
+
+__all__ = ["REPORT_DATA_SIZE", "RTMR_DIGEST_SIZE", "TeeBackend", "rtmr3_extender"]
 
 REPORT_DATA_SIZE: Final = 64  # TDREPORT's REPORTDATA: the quote binds exactly these bytes
 RTMR_DIGEST_SIZE: Final = 48  # RTMRs are SHA-384 registers; an extend takes one digest
@@ -33,3 +36,17 @@ class TeeBackend(Protocol):
     def read_ccel(self) -> tuple[bytes, bytes] | None:
         """(ACPI CCEL table, event-log area), or ``None`` where the platform has none."""
         ...
+
+
+def rtmr3_extender(backend: TeeBackend) -> Callable[[int, bytes], None]:
+    """The ``extend(rtmr_index, value)`` an ``EventLog`` needs, for a backend that extends
+    RTMR3 only: an event for any other register is refused, never extended into RTMR3."""
+
+    def extend(index: int, value: bytes) -> None:
+        if index != 3:
+            raise TeeError(
+                f"the TEE backend extends RTMR3 only, not RTMR{index}", code="rtmr_not_extendable"
+            )
+        backend.extend_rtmr3(value)
+
+    return extend
