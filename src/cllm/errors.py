@@ -15,11 +15,14 @@ __all__ = [
     "CollateralError",
     "CollateralFetchError",
     "CollateralFormatError",
+    "CryptoError",
+    "EngineError",
     "EventLogError",
     "EvidenceError",
     "MeasurementError",
     "PolicyError",
     "QuoteFormatError",
+    "ServerError",
     "TeeError",
     "VerificationError",
 ]
@@ -106,6 +109,24 @@ class VerificationError(CllmError):
     """Evidence was understood but did not verify. ``code`` names the failed check."""
 
     default_code = "verification_failed"
+
+
+class CryptoError(CllmError):
+    """An end-to-end encrypted message or a signed answer that does not open or verify."""
+
+    default_code = "crypto_error"
+
+
+class EngineError(CllmError):
+    """An inference engine that cannot load, start, or answer (embedded or upstream)."""
+
+    default_code = "engine_error"
+
+
+class ServerError(CllmError):
+    """``cllm serve`` cannot start with the configuration given."""
+
+    default_code = "server_error"
 
 
 # Foreign exceptions: cryptography decodes certificate and CRL fields lazily and reports malformed
