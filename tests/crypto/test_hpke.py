@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import struct
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -398,7 +399,12 @@ def test_sealer_refuses_after_final_and_before_start() -> None:
     sealer.seal(b"x")
     sealer.seal_final(b"y")
     assert sealer.finished
-    for action in (lambda: sealer.seal(b"z"), lambda: sealer.seal_final(b"z"), sealer.seal_final):
+    actions: list[Callable[[], bytes]] = [
+        lambda: sealer.seal(b"z"),
+        lambda: sealer.seal_final(b"z"),
+        sealer.seal_final,
+    ]
+    for action in actions:
         with pytest.raises(CryptoError) as caught:
             action()
         assert caught.value.code == "response_sealer_state"
