@@ -21,7 +21,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -125,7 +125,7 @@ class AnswerSigner:
 
     # Randomised ECDSA (a fresh nonce per signature). The test-vector generator overrides this
     # in a subclass with RFC 6979 deterministic signing so that its output is reproducible.
-    _ALGORITHM: ec.ECDSA = ec.ECDSA(hashes.SHA256())
+    _ALGORITHM: ClassVar[ec.ECDSA] = ec.ECDSA(hashes.SHA256())
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey, *, request_body: bytes) -> None:
         _require_p256(private_key.curve)
