@@ -328,7 +328,9 @@ def test_signer_from_a_plain_private_key() -> None:
     private = ec.generate_private_key(ec.SECP256R1())
     signer = AnswerSigner(private, request_body=REQUEST)
     body = signer.sign_record(FINAL) + b"\n"
-    spki = SigningKey(private).public_spki_der()
+    key = SigningKey(private)
+    assert key.private_key is private
+    spki = key.public_spki_der()
     assert verify_answer(body, request_body=REQUEST, signing_key=spki).answer == FINAL[:-1]
 
 

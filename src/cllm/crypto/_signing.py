@@ -97,6 +97,11 @@ class SigningKey:
     def generate(cls) -> SigningKey:
         return cls(ec.generate_private_key(ec.SECP256R1()))
 
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key object itself, for ``AnswerSigner`` (it stays in memory; never exported)."""
+        return self._private
+
     def public_spki_der(self) -> bytes:
         """SPKI DER of the public key, as published in the evidence binding (``signing_key``)."""
         return self._spki
