@@ -214,3 +214,22 @@ def test_rfc9180_a_1_1_through_our_hpke_code() -> None:
     for context, value in RFC_EXPORTS:
         assert sender.export(context, 32).hex() == value
         assert receiver.export(context, 32).hex() == value
+
+
+def test_protocol_doc_quotes_the_vectors(vectors: dict[str, Any]) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    excerpt = doc.split("<!-- vectors:begin -->")[1].split("<!-- vectors:end -->")[0]
+    quoted = {line.split()[0]: line.split()[1] for line in excerpt.splitlines() if " " in line}
+    hpke, response = vectors["hpke"], vectors["response"]
+    expected = {
+        "pk_r": hpke["pk_r"],
+        "enc": hpke["enc"],
+        "enc_header": hpke["enc_header"],
+        "aad": vectors["request"]["aad"],
+        **{name: response[name] for name in ("secret", "response_nonce", "prk", "key", "nonce")},
+    }
+    assert {name: quoted[name] for name in expected} == expected
+    headers = [record["wire"][:8] for record in response["records"]]
+    assert excerpt.split("record headers")[1].split()[:3] == headers
+    assert vectors["signature"]["answer_text"].rstrip("\n") in doc
+    assert vectors["request"]["plaintext_text"] in doc
