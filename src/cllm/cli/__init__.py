@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from cllm import __version__
-from cllm.cli import _measure, _quote, _tee, _verifier
+from cllm.cli import _measure, _quote, _serve, _tee, _verifier
 
 __all__ = ["main"]
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _measure.register(commands)
     _tee.register(commands)
     _verifier.register(commands)
+    _serve.register(commands)
     return parser
 
 

@@ -851,7 +851,7 @@ def _as_component(event: Event) -> Event:
 
 def measure_startup(
     *,
-    model: PathArg | OllamaModel,
+    model: PathArg | OllamaModel | None,
     settings: Mapping[str, object],
     argv: Sequence[str],
     engine: str = "llama-cpp",
@@ -874,7 +874,9 @@ def measure_startup(
        ``engine_not_installed``), then one event per ``engine_paths`` entry (``--measure``:
        file or directory). Upstream engines (``ollama``, ``openai``) need at least one path,
        else ``engine_unmeasured``: an unmeasured engine must not look measured;
-    3. ``model``: a file (GGUF), a directory (e.g. safetensors), or an ``OllamaModel``;
+    3. ``model``: a file (GGUF), a directory (e.g. safetensors), or an ``OllamaModel``; only
+       the ``openai`` engine may pass ``None`` (its weights then among ``engine_paths``), else
+       ``model_unmeasured``;
     4. ``ui``: the built UI assets directory, only when ``ui_dir`` is given and exists (the
        server must serve a UI only if this event is present);
     5. ``config``: ``drop_secrets(settings)`` and ``redact_argv(argv)``.
@@ -913,7 +915,10 @@ def measure_startup(
         )
     for path in engine_paths:
         plans.append(_plan_path(path, name="engine", allow_external_links=allow_external_links))
-    if isinstance(model, OllamaModel):
+    if model is None:
+        if engine != "openai":
+            _fail(f"engine {engine} needs its model measured", "model_unmeasured")
+    elif isinstance(model, OllamaModel):
         plans.append(_plan_ollama(model, name="model"))
     else:
         plans.append(_plan_path(model, name="model", allow_external_links=allow_external_links))

@@ -1,0 +1,162 @@
+"""``cllm serve``: the confidential inference server."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from cllm.cli._common import EXIT_OK, report_error
+from cllm.errors import CllmError
+from cllm.tee import default_state_dir
+
+__all__ = ["register"]
+
+_log = logging.getLogger(__name__)
+
+
+def _api_key(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
+
+
+def _summary(console: Console, report: object, *, url: str, verifier: str | None) -> None:
+    from cllm.server import StartupReport
+
+    assert isinstance(report, StartupReport)
+    table = Table(title="measured into RTMR3 (in this order)", title_justify="left")
+    table.add_column("type")
+    table.add_column("name")
+    table.add_column("sha384", overflow="fold")
+    for event in report.events:
+        table.add_row(event.type, event.name, event.digest.hex()[:32] + "…")
+    console.print(table)
+    console.print(f"RTMR3   {report.rtmr3.hex()}")
+    colour = "yellow" if report.tee == "simulated-tdx" else "green"
+    console.print(f"TEE     [{colour}]{report.tee}[/{colour}] ({report.tee_reason})")
+    console.print(f"engine  {report.engine}, model {report.model}")
+    console.print(f"verifier {verifier or '(none configured)'}")
+    console.print(f"serving on [bold]{url}[/bold]")
+
+
+def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    import uvicorn
+
+    from cllm.server import ServeSettings, build_runtime, create_app
+    from cllm.server._startup import static_dir
+    from cllm.server._tls import InMemoryTls, self_signed_tls
+
+    tls: InMemoryTls | None = None
+    try:
+        settings = ServeSettings(
+            host=args.host,
+            port=args.port,
+            engine=args.engine,
+            model=args.model,
+            model_path=Path(args.model_path) if args.model_path else None,
+            upstream=args.upstream,
+            measure=tuple(Path(p) for p in args.measure),
+            ollama_models=Path(args.ollama_models) if args.ollama_models else None,
+            tee=args.tee,
+            sys_root=Path(args.sys_root),
+            verifier=args.verifier,
+            api_key=_api_key(args.api_key or os.environ.get("CLLM_API_KEY")),
+            state_dir=Path(args.state_dir)
+            if args.state_dir
+            else default_state_dir(os.environ, Path.home()),
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            tls_self_signed=args.tls == "self-signed",
+            ui_dir=Path(args.ui_dir) if args.ui_dir else None,
+            threads=args.threads,
+        )
+        if settings.tls_self_signed:
+            tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
+        runtime, report = build_runtime(
+            settings,
+            argv=["cllm", *sys.argv[1:]],
+            clock=time.time,
+            tls_cert_pem=tls.cert_pem if tls else None,
+            console=console,
+        )
+    except CllmError as exc:
+        return report_error(exc, as_json=False, console=console)
+    scheme = "https" if (settings.tls_cert or tls) else "http"
+    _summary(
+        console,
+        report,
+        url=f"{scheme}://{settings.host}:{settings.port}",
+        verifier=settings.verifier,
+    )
+    app = create_app(runtime, static_dir=settings.ui_dir or static_dir())
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,  # its lines carry query strings; ours carry ids and sizes only
+            ssl_certfile=tls.cert_path if tls else settings.tls_cert,
+            ssl_keyfile=tls.key_path if tls else settings.tls_key,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if tls is not None:
+            tls.close()
+    return EXIT_OK
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="the confidential inference server (OpenAI + Ollama APIs, attestation, UI)",
+        description="Measure every component into RTMR3, then serve the model with attested "
+        "keys: OpenAI- and Ollama-compatible APIs, end-to-end encryption, signed answers.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--engine",
+        choices=("llama-cpp", "ollama", "openai"),
+        default="llama-cpp",
+        help="embedded llama.cpp (default), or proxy a local Ollama / an OpenAI-compatible server",
+    )
+    serve.add_argument(
+        "--model",
+        help="llama-cpp: PATH.gguf (default: the packaged SmolLM2-135M-Instruct); "
+        "ollama: NAME[:TAG]; openai: the upstream's model id",
+    )
+    serve.add_argument(
+        "--model-path", metavar="PATH", help="openai engine: the model's files, measured as model"
+    )
+    serve.add_argument("--upstream", metavar="URL", help="the Ollama or OpenAI-compatible server")
+    serve.add_argument(
+        "--measure",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="upstream engine files to measure (binary, environment); repeatable",
+    )
+    serve.add_argument("--ollama-models", metavar="DIR", help="Ollama's model store")
+    serve.add_argument("--tee", choices=("auto", "tdx", "simulated"), default="auto")
+    serve.add_argument("--sys-root", default="/", metavar="DIR", help=argparse.SUPPRESS)
+    serve.add_argument("--verifier", metavar="URL", help="the verifier clients and the UI use")
+    serve.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' (or set CLLM_API_KEY)"
+    )
+    serve.add_argument("--state-dir", metavar="DIR", help="where the simulated TD lives")
+    serve.add_argument("--tls-cert", metavar="PEM")
+    serve.add_argument("--tls-key", metavar="PEM")
+    serve.add_argument(
+        "--tls", choices=("self-signed",), help="TLS with a certificate made in memory at start"
+    )
+    serve.add_argument("--ui-dir", metavar="DIR", help=argparse.SUPPRESS)
+    serve.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads (default: all)")
+    serve.set_defaults(handler=_cmd_serve)

@@ -1,0 +1,151 @@
+"""The ``cllm serve`` application: inference APIs, attestation, health, and the measured UI."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cllm import __version__
+from cllm.server._attestation import attestation_router
+from cllm.server._ollama import ollama_router
+from cllm.server._openai import openai_router
+from cllm.server._runtime import Runtime
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger(__name__)
+
+_PROTECTED = ("/v1/models", "/v1/chat/", "/api/")
+
+
+class _Gate:
+    """Pure ASGI: bearer auth on the inference routes when an API key is set, and one log line
+    per request with an id, route, status, sizes and time, never a body."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None) -> None:
+        self._app = app
+        self._key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if self._key is not None and path.startswith(_PROTECTED) and not self._authorised(scope):
+            await self._refuse(path, send)
+            return
+        request_id = uuid.uuid4().hex[:12]
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracking_send)
+        finally:
+            _log.info(
+                "%s %s %s -> %d, %d bytes out, %.1f ms",
+                request_id,
+                scope["method"],
+                path,
+                status,
+                sent,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    def _authorised(self, scope: Scope) -> bool:
+        assert self._key is not None
+        for name, value in scope.get("headers") or ():
+            if name == b"authorization":
+                scheme, _, token = bytes(value).partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(token, self._key)
+        return False
+
+    async def _refuse(self, path: str, send: Send) -> None:
+        message = "a valid API key is required (Authorization: Bearer <key>)"
+        doc: object
+        if path.startswith("/api/"):
+            doc = {"error": message}
+        else:
+            doc = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
+        body = json.dumps(doc).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
+    """The app for one running server. The UI is served only when its files were measured
+    (``runtime.ui_measured``) and ``static_dir`` holds them."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.engine.start()
+        try:
+            yield
+        finally:
+            await runtime.engine.aclose()
+
+    app = FastAPI(
+        title="cllm serve",
+        version=__version__,
+        description="Confidential LLM inference: OpenAI- and Ollama-compatible APIs, attestation.",
+        lifespan=lifespan,
+    )
+    app.include_router(attestation_router(runtime))
+    app.include_router(openai_router(runtime))
+    app.include_router(ollama_router(runtime))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> JSONResponse:
+        engine = runtime.engine
+        ready = await engine.ready()
+        doc = {
+            "status": "ok" if ready else "starting",
+            "tee": runtime.tee.evidence_tee,
+            "simulated": runtime.simulated,
+            "engine": engine.name,
+            "model": engine.model.id,
+            "verifier": runtime.settings.verifier,
+            "api_key_required": runtime.settings.api_key is not None,
+        }
+        return JSONResponse(doc, status_code=200 if ready else 503)
+
+    if static_dir is not None and runtime.ui_measured and static_dir.is_dir():
+        app.mount("/", StaticFiles(directory=static_dir, html=True), name="ui")
+    key = runtime.settings.api_key
+    app.add_middleware(_Gate, api_key=key.get_secret_value() if key else None)
+    return app

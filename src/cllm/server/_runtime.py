@@ -1,0 +1,55 @@
+"""Everything a running server holds: engine, per-boot keys, the TEE and its event log."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from cllm.engine import Engine
+from cllm.evidence import build_evidence
+from cllm.measure import Event
+from cllm.server._keys import ServerKeys
+from cllm.server._settings import ServeSettings
+from cllm.tee import SelectedBackend, SimulatedTdBackend
+from cllm.verify import Collateral
+
+__all__ = ["Runtime"]
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: ServeSettings
+    engine: Engine
+    keys: ServerKeys
+    tee: SelectedBackend
+    events: tuple[Event, ...]  # exactly what was extended into RTMR3, in order
+    ui_measured: bool
+    # One quote at a time: configfs-tsm has one report entry per writer, and quotes are cheap
+    # to serialise against how rarely clients ask.
+    _quote_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def simulated(self) -> bool:
+        return isinstance(self.tee.backend, SimulatedTdBackend)
+
+    def _collateral(self) -> Collateral | None:
+        backend = self.tee.backend
+        # Simulated collateral is part of the simulation; real TDX collateral comes from the
+        # verifier's PCCS/PCS (cached there), not from this server.
+        return backend.world.collateral() if isinstance(backend, SimulatedTdBackend) else None
+
+    def _evidence(self, nonce: bytes) -> dict[str, Any]:
+        with self._quote_lock:
+            evidence = build_evidence(
+                self.tee.backend,
+                tee=self.tee.evidence_tee,
+                binding=self.keys.binding(nonce),
+                events=self.events,
+                collateral=self._collateral(),
+            )
+        return evidence.to_json()
+
+    async def evidence(self, nonce: bytes) -> dict[str, Any]:
+        return await asyncio.to_thread(self._evidence, nonce)
