@@ -201,3 +201,19 @@ def test_binding_report_data_is_sha512_of_jcs() -> None:
         + b'","signing_key":"Ag==","tls_spki_sha256":null}'
     )
     assert binding.report_data() == hashlib.sha512(canonical).digest()
+
+
+def test_binding_report_data_agrees_with_rfc8785() -> None:
+    import hashlib
+
+    import rfc8785
+
+    for tls in (None, bytes(range(32))):
+        binding = Binding(
+            nonce=secrets.token_bytes(32),
+            signing_key=secrets.token_bytes(91),
+            hpke_key=secrets.token_bytes(32),
+            tls_spki_sha256=tls,
+        )
+        expected = hashlib.sha512(rfc8785.dumps(binding.to_json())).digest()
+        assert binding.report_data() == expected

@@ -16,13 +16,20 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import pydantic
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field
 
 from cllm.errors import CllmError, EvidenceError
-from cllm.measure import MEASURED_RTMR, Event, Rtmrs, parse_event_log, replay, replay_ccel
+from cllm.measure import (
+    MEASURED_RTMR,
+    Event,
+    Rtmrs,
+    canonical_json,
+    parse_event_log,
+    replay,
+    replay_ccel,
+)
 from cllm.quote import Quote, parse_quote
 from cllm.quote import layout as quote_layout
 from cllm.tee._backend import TeeBackend
@@ -95,7 +102,8 @@ class Binding:
 
     def report_data(self) -> bytes:
         """SHA-512 of the RFC 8785 canonical JSON of the binding: the quote's REPORTDATA."""
-        return hashlib.sha512(rfc8785.dumps(self.to_json())).digest()
+        # Hex, base64 and null under fixed ASCII keys: within what canonical_json takes.
+        return hashlib.sha512(canonical_json(self.to_json())).digest()
 
 
 @dataclass(frozen=True, slots=True)

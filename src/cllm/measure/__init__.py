@@ -68,6 +68,7 @@ from cllm.measure._hashing import (
     hash_file,
     hash_files,
 )
+from cllm.measure._jcs import canonical_json
 from cllm.measure._log import EventLog, ExtendFn
 from cllm.measure._registers import Rtmrs, replay_digests
 from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
@@ -110,6 +111,7 @@ __all__ = [
     "TcgEvent",
     "TcgEventLog",
     "build_ccel",
+    "canonical_json",
     "check_runtime_event",
     "drop_secrets",
     "extend",

@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, NoReturn, TypeAlias
 
-import rfc8785
-
 from cllm.errors import EventLogError
+from cllm.measure._jcs import canonical_json
 from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
 
 __all__ = [
@@ -180,7 +179,8 @@ class Event:
         details = freeze_json(self.details, depth=2)
         assert isinstance(details, Mapping)  # freeze_json maps Mapping -> Mapping
         object.__setattr__(self, "details", details)
-        canonical = rfc8785.dumps(_plain(self.rtmr, self.type, self.name, self.digest, details))
+        # freeze_json has ruled out what canonical_json cannot take (floats, big ints, ...).
+        canonical = canonical_json(_plain(self.rtmr, self.type, self.name, self.digest, details))
         if len(canonical) > MAX_EVENT_BYTES:
             _fail(f"event is larger than {MAX_EVENT_BYTES} bytes", "event_too_large")
         object.__setattr__(self, "_canonical", canonical)
