@@ -41,10 +41,12 @@ from cllm.verify._pki import (
     ChainValidator,
     Dated,
     ParsedCrl,
+    SignatureMemo,
     VerifiedChain,
     certificate_p256_key,
     check_validity,
     ecdsa_p256_verify,
+    p256_point,
     p256_public_key,
     parse_crl,
 )
@@ -65,6 +67,7 @@ class _PckChain:
     chain: VerifiedChain
     extensions: PckExtensions
     key: ec.EllipticCurvePublicKey  # the PCK leaf's key, which signs the QE report
+    key_point: bytes  # that key's exact bytes (SEC1 point)
 
 
 @dataclass(slots=True)
@@ -114,6 +117,11 @@ class QuoteVerifier:
         self._crl_issued_by = cached(ParsedCrl.check_issued_by)
         self._tcb_info = cached(parse_tcb_info)
         self._qe_identity = cached(parse_qe_identity)
+        # Every quote from one platform carries the same QE report, signed by the same PCK key:
+        # verified once per exact (key, signature, report). The quote's own signature, over
+        # bytes that differ in every quote, is always verified.
+        self._qe_report_signatures = SignatureMemo(maxsize=cache_size)
+        self._attestation_key = cached(p256_public_key)  # the 64 bytes -> the key (or None)
         self._steps: tuple[tuple[str, Callable[[_Run], None]], ...] = (
             ("parse_quote", self._step_parse_quote),
             ("parse_collateral", self._step_parse_collateral),
@@ -209,10 +217,12 @@ class QuoteVerifier:
     def _pck_chain_uncached(self, certification: CertificationData) -> _PckChain:
         certs = tuple(parse_pck_chain(certification))
         chain = self._chains.validate(certs, what="PCK chain")
+        key = certificate_p256_key(chain.leaf, "PCK certificate")
         return _PckChain(
             chain=chain,
             extensions=parse_pck_extensions(chain.leaf),
-            key=certificate_p256_key(chain.leaf, "PCK certificate"),
+            key=key,
+            key_point=p256_point(key),
         )
 
     def _chain_at(self, pem: str, *, what: str, run: _Run) -> VerifiedChain:
@@ -312,7 +322,9 @@ class QuoteVerifier:
 
     def _step_qe_report_signature(self, run: _Run) -> None:
         sig = run.quote.signature_data
-        if not ecdsa_p256_verify(run.pck.key, sig.qe_report_signature, sig.qe_report.raw):
+        if not self._qe_report_signatures.verify(
+            run.pck.key, run.pck.key_point, sig.qe_report_signature, sig.qe_report.raw
+        ):
             raise VerificationError(
                 "QE report signature does not verify with the PCK key",
                 code="qe_report_signature_invalid",
@@ -329,7 +341,7 @@ class QuoteVerifier:
 
     def _step_quote_signature(self, run: _Run) -> None:
         sig = run.quote.signature_data
-        key = p256_public_key(sig.attestation_key)
+        key = self._attestation_key(sig.attestation_key)
         if key is None:
             raise VerificationError(
                 "attestation key is not a point on P-256", code="attestation_key_invalid"

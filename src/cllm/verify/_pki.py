@@ -8,6 +8,8 @@ every call against the injected evaluation time.
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -33,10 +36,12 @@ __all__ = [
     "ChainValidator",
     "Dated",
     "ParsedCrl",
+    "SignatureMemo",
     "VerifiedChain",
     "certificate_p256_key",
     "check_validity",
     "ecdsa_p256_verify",
+    "p256_point",
     "p256_public_key",
     "parse_crl",
 ]
@@ -272,3 +277,45 @@ def ecdsa_p256_verify(key: ec.EllipticCurvePublicKey, raw_rs: bytes, message: by
     except InvalidSignature:
         return False
     return True
+
+
+def p256_point(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key as its uncompressed SEC1 point (65 bytes): what identifies it exactly."""
+    return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+class SignatureMemo:
+    """ECDSA-P256-SHA256 verification that remembers what verified, exactly.
+
+    An entry is the exact (public key point, raw r||s signature, message) triple of a
+    signature that verified; it is looked up by those bytes, so a triple differing in any bit
+    is verified afresh. Only successes are kept (a failure is recomputed every time) and at
+    most ``maxsize`` of them, least recently used first out. Thread-safe.
+    """
+
+    def __init__(self, *, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self._maxsize = maxsize
+        self._verified: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._verified)
+
+    def verify(
+        self, key: ec.EllipticCurvePublicKey, point: bytes, raw_rs: bytes, message: bytes
+    ) -> bool:
+        """``ecdsa_p256_verify(key, raw_rs, message)``; ``point`` must be ``p256_point(key)``."""
+        entry = (point, raw_rs, message)
+        with self._lock:
+            if entry in self._verified:
+                self._verified.move_to_end(entry)
+                return True
+        if not ecdsa_p256_verify(key, raw_rs, message):
+            return False
+        with self._lock:
+            self._verified[entry] = None
+            if len(self._verified) > self._maxsize:
+                self._verified.popitem(last=False)
+        return True
