@@ -217,3 +217,38 @@ def test_binding_report_data_agrees_with_rfc8785() -> None:
         )
         expected = hashlib.sha512(rfc8785.dumps(binding.to_json())).digest()
         assert binding.report_data() == expected
+
+
+def test_memoised_ccel_replay_never_hides_a_change(
+    issued: tuple[dict[str, Any], bytes, Any],
+) -> None:
+    from cllm import evidence as evidence_module
+
+    document, nonce, _ = issued
+    assert _check(document, nonce) is None  # the genuine log's replay is now memoised
+    good = base64.b64decode(document["ccel"]["data"])
+    digest_at = good.index(bytes.fromhex("0c00"), 100) + 2
+    for offset in (digest_at, digest_at + 47):
+        tampered = bytearray(good)
+        tampered[offset] ^= 0x80
+        changed = copy.deepcopy(document)
+        changed["ccel"]["data"] = base64.b64encode(bytes(tampered)).decode()
+        assert _check(changed, nonce) == "ccel_mismatch"
+    assert _check(document, nonce) is None
+    memo = evidence_module._replay_ccel_memo.cache_info()
+    assert memo.maxsize == evidence_module._CCEL_MEMO_ENTRIES
+    assert memo.currsize <= memo.maxsize
+
+
+def test_large_ccel_logs_are_not_memoised(issued: tuple[dict[str, Any], bytes, Any]) -> None:
+    from cllm import evidence as evidence_module
+
+    document, nonce, _ = issued
+    data = base64.b64decode(document["ccel"]["data"])
+    # Padding past the table's LAML is ignored by the replay, but counts for the memo's limit.
+    document["ccel"]["data"] = base64.b64encode(
+        data + b"\xff" * evidence_module._CCEL_MEMO_MAX_BYTES
+    ).decode()
+    evidence_module._replay_ccel_memo.cache_clear()
+    assert _check(document, nonce) is None
+    assert evidence_module._replay_ccel_memo.cache_info().currsize == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,27 @@ __all__ = [
 EVIDENCE_VERSION: Final = 1
 NONCE_SIZE: Final = 32
 TeeKind = Literal["tdx", "simulated-tdx"]
+
+# The firmware log is the same in every evidence document of one TD boot, so its replay is
+# memoised on the exact (table, log area) bytes: a pure function of them, recomputed for any
+# other bytes. Bounded in entries, and logs over the size limit are never kept.
+_CCEL_MEMO_ENTRIES: Final = 32
+_CCEL_MEMO_MAX_BYTES: Final = 256 * 1024
+
+
+@functools.lru_cache(maxsize=_CCEL_MEMO_ENTRIES)
+def _replay_ccel_memo(table: bytes, data: bytes) -> Rtmrs:
+    return replay_ccel(table, data)
+
+
+def _replay_ccel(table: bytes, data: bytes) -> Rtmrs:
+    if (
+        type(table) is bytes
+        and type(data) is bytes
+        and len(table) + len(data) <= _CCEL_MEMO_MAX_BYTES
+    ):
+        return _replay_ccel_memo(table, data)
+    return replay_ccel(table, data)
 
 
 def _b64(value: str, what: str) -> bytes:
@@ -278,7 +300,7 @@ def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceChec
     def ccel() -> None:
         if evidence.ccel is None:
             return
-        firmware = replay_ccel(evidence.ccel.table, evidence.ccel.data)
+        firmware = _replay_ccel(evidence.ccel.table, evidence.ccel.data)
         quoted = state["rtmrs"]
         for index in range(3):
             if firmware[index] != quoted[index]:
