@@ -171,6 +171,40 @@ def test_independent_verification_with_pyjwt() -> None:
     assert claims["status"] == "affirming"
 
 
+def test_token_is_what_pyjwt_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue() builds the compact JWS itself; header and payload must be the bytes PyJWT's
+    # jwt.encode writes for the same claims (ES256 signatures are randomised, so the third
+    # segment is checked by verifying it).
+    monkeypatch.setattr(token_module.secrets, "token_urlsafe", lambda size: "fixed-jti")
+    claims = {
+        "status": "warning",
+        "reasons": [{"code": "simulated_evidence", "message": '\u00e9v\u00e9nement "x"'}],
+        "tcb": None,
+        "components": [{"type": "cllm.model", "name": "m", "digest": "ab" * 48}],
+        "simulated": True,
+        "n": 1.5,
+    }
+    token = SIGNER.issue(claims, now=NOW, lifetime=LIFETIME, issuer=ISSUER)
+    payload = {**claims, "iss": ISSUER, "iat": NOW, "exp": NOW + LIFETIME, "jti": "fixed-jti"}
+    reference = jwt.encode(
+        payload,
+        SIGNER.key,
+        algorithm="ES256",
+        headers={"alg": "ES256", "typ": "JWT", "kid": SIGNER.kid},
+    )
+    assert token.split(".")[:2] == reference.split(".")[:2]
+    assert len(_unb64(token.split(".")[2])) == 64  # raw r || s
+    public_key = SIGNER.key.public_key()
+    unchecked_times = {"verify_exp": False, "verify_iat": False}
+    assert jwt.decode(token, public_key, algorithms=["ES256"], options=unchecked_times) == payload
+    assert verify_token(token, jwks=SIGNER.jwks(), now=NOW) == payload
+
+
+def test_signatures_are_fresh_per_token() -> None:
+    tokens = {_issue(status="affirming") for _ in range(5)}
+    assert len({token.split(".")[2] for token in tokens}) == 5
+
+
 def test_jwks_with_several_keys_picks_by_kid() -> None:
     jwks = {"keys": OTHER.jwks()["keys"] + SIGNER.jwks()["keys"]}
     assert verify_token(_issue(), jwks=jwks, now=NOW)["iss"] == ISSUER

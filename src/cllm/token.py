@@ -21,19 +21,23 @@ import logging
 import re
 import secrets
 import stat
+from calendar import timegm
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ec import (
+    ECDSA,
     SECP256R1,
     EllipticCurvePrivateKey,
     EllipticCurvePublicKey,
     generate_private_key,
 )
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm
 
 from cllm.errors import CllmError, VerificationError
@@ -63,6 +67,10 @@ _COMPACT: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Attestation tokens are a few KiB; anything far larger is refused before any decoding work.
 _MAX_TOKEN_CHARS: Final = 64 * 1024
 _JTI_BYTES: Final = 16  # 128 bits
+_ES256: Final = ECDSA(hashes.SHA256())
+# The JSON encodings PyJWT uses: compact; header keys sorted, payload keys in claim order.
+_HEADER_JSON: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_PAYLOAD_JSON: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _b64url(data: bytes) -> str:
@@ -91,6 +99,7 @@ class TokenSigner:
 
     key: EllipticCurvePrivateKey = field(repr=False, compare=False)
     kid: str = field(init=False)
+    _header: bytes = field(init=False, repr=False, compare=False)  # base64url JWS header
 
     def __post_init__(self) -> None:
         # ES256 is defined on P-256 only; a key on another curve would sign tokens no
@@ -100,6 +109,8 @@ class TokenSigner:
         ):
             raise _key_error("the token signing key must be an EC P-256 private key")
         object.__setattr__(self, "kid", jwk_thumbprint(self.key.public_key()))
+        header = {"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}
+        object.__setattr__(self, "_header", _b64url(_HEADER_JSON(header).encode()).encode())
 
     @classmethod
     def from_private_key(cls, key: EllipticCurvePrivateKey) -> TokenSigner:
@@ -148,12 +159,14 @@ class TokenSigner:
             "exp": now + lifetime,
             "jti": secrets.token_urlsafe(_JTI_BYTES),
         }
-        return jwt.encode(
-            payload,
-            self.key,
-            algorithm=ALGORITHM,
-            headers={"alg": ALGORITHM, "typ": "JWT", "kid": self.kid},
-        )
+        if isinstance(payload.get("nbf"), datetime):  # as PyJWT does for its time claims
+            payload["nbf"] = timegm(payload["nbf"].utctimetuple())
+        # The compact JWS PyJWT's jwt.encode writes (same header, same JSON), built directly:
+        # the header is fixed per key, so it is encoded once.
+        signing_input = self._header + b"." + _b64url(_PAYLOAD_JSON(payload).encode()).encode()
+        r, s = decode_dss_signature(self.key.sign(signing_input, _ES256))
+        signature = _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        return f"{signing_input.decode('ascii')}.{signature}"
 
 
 def _read_key(path: Path) -> EllipticCurvePrivateKey:
