@@ -134,7 +134,7 @@ def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
         engine = runtime.engine
         ready = await engine.ready()
         doc = {
-            "status": "ok" if ready else "starting",
+            "status": "ok" if ready else "engine_unavailable",
             "tee": runtime.tee.evidence_tee,
             "simulated": runtime.simulated,
             "engine": engine.name,

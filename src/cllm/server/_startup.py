@@ -158,10 +158,11 @@ def _engine(
         )
     if settings.engine == "ollama":
         assert isinstance(model, OllamaModel)
+        name = f"{model.reference}:{model.tag}"
         return OllamaEngine(
             upstream=settings.upstream or DEFAULT_OLLAMA_UPSTREAM,
-            model=_model_info(model.reference, event, 0),
-            upstream_model=model.reference,
+            model=_model_info(name, event, 0),
+            upstream_model=name,
         )
     assert settings.upstream is not None
     assert settings.model is not None

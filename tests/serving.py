@@ -1,0 +1,101 @@
+"""Real ``cllm serve`` processes for tests: started on a free port, waited for, and stopped.
+
+Their stderr is captured to a file so tests can check what the server logged (never a prompt or
+an answer)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+_LAUNCH = "import sys; from cllm.cli import main; sys.exit(main())"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """Die at once, mid-whatever: an upstream that crashes."""
+        self.process.kill()
+        self.process.wait()
+
+
+def start_serve(
+    args: Sequence[str],
+    *,
+    state_dir: Path,
+    log_path: Path,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> ServeProcess:
+    """``cllm -vv serve --tee simulated --state-dir ... --port <free> *args``, ready when
+    ``/healthz`` answers 200. llama.cpp gets one thread unless ``args`` say otherwise: its
+    threads spin at barriers, so several servers (or a busy machine) each taking every core
+    slow each other down many times over."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-c",
+        _LAUNCH,
+        "-vv",
+        "serve",
+        "--tee",
+        "simulated",
+        "--state-dir",
+        str(state_dir),
+        "--port",
+        str(port),
+        *([] if "--threads" in args else ["--threads", "1"]),
+        *args,
+    ]
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})}
+    log = log_path.open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()  # the child holds its own descriptor
+    served = ServeProcess(process, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"cllm serve exited with {process.returncode}:\n{served.log()}")
+        try:
+            if httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200:
+                return served
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    served.stop()
+    raise RuntimeError(f"cllm serve did not become healthy:\n{served.log()}")
