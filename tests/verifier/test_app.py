@@ -269,3 +269,32 @@ def test_health_cors_and_schema(trusting: Service) -> None:
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] in ("*", "https://chat.example")
+
+
+def test_attestation_answer_and_schema_are_unchanged(trusting: Service) -> None:
+    # The endpoint builds its answer itself: the bytes JSONResponse({"token": ...}) renders.
+    evidence, nonce = trusting.evidence()
+    response = trusting.client.post(
+        "/v1/attestation", json={"evidence": evidence, "nonce": nonce.hex()}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    token = response.json()["token"]
+    assert response.content == json.dumps({"token": token}, separators=(",", ":")).encode()
+    assert int(response.headers["content-length"]) == len(response.content)
+    # The operation is documented as a FastAPI body parameter would document it.
+    schema = trusting.client.get("/openapi.json").json()
+    operation = schema["paths"]["/v1/attestation"]["post"]
+    assert operation["operationId"] == "attest_v1_attestation_post"
+    assert operation["requestBody"] == {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/AttestationRequest"}}
+        },
+        "required": True,
+    }
+    assert set(operation["responses"]) == {"200", "422"}
+    assert schema["components"]["schemas"]["AttestationRequest"]["required"] == [
+        "evidence",
+        "nonce",
+    ]
+    assert list(schema["paths"]["/v1/attestation"]) == ["post"]

@@ -7,6 +7,7 @@ token; HTTP 4xx is only for requests that are malformed as requests.
 
 from __future__ import annotations
 
+import email.message
 import gc
 import json
 import logging
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,6 +61,60 @@ class AttestationRequest(BaseModel):
 
 class AttestationResponse(BaseModel):
     token: str
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's rule for decoding a body as JSON: no content type, or application/json or
+    application/*+json (parameters allowed)."""
+    if not content_type or content_type == "application/json":
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def parse_attestation_request(body: bytes, content_type: str | None) -> AttestationRequest:
+    """The request body decoded and validated once, exactly as a FastAPI body parameter of type
+    ``AttestationRequest`` would be: the same 422 details (``loc`` under ``body``), the same 400
+    for bodies that are not text, the same treatment of non-JSON content types."""
+    value: Any = None
+    if body:
+        if _is_json(content_type):
+            try:
+                value = json.loads(body)
+            except json.JSONDecodeError as exc:
+                error = {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": exc.msg},
+                }
+                raise RequestValidationError([error], body=exc.doc) from exc
+            except Exception as exc:  # not UTF-8/16/32, nested too deep, ...
+                raise HTTPException(
+                    status_code=400, detail="There was an error parsing the body"
+                ) from exc
+        else:
+            value = body
+    if value is None:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing], body=value)
+    try:
+        return AttestationRequest.model_validate(value, from_attributes=True)
+    except ValidationError as exc:
+        errors = [
+            {**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors, body=value) from None
+
+
+def _token_response(token: str) -> Response:
+    # What JSONResponse({"token": token}) renders; a JWS needs no JSON escaping.
+    return Response(b'{"token":"' + token.encode("ascii") + b'"}', media_type="application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +249,7 @@ def create_app(state: VerifierState) -> FastAPI:
     )
     app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
 
-    def attest_now(body: AttestationRequest, policy: Policy) -> AttestationResponse:
+    def attest_now(body: AttestationRequest, policy: Policy) -> Response:
         now = int(state.clock())
         verdict = state.appraiser.appraise(
             body.evidence, nonce=bytes.fromhex(body.nonce), policy=policy, at=now
@@ -206,18 +262,28 @@ def create_app(state: VerifierState) -> FastAPI:
         token = state.signer.issue(
             claims, now=now, lifetime=policy.max_token_age, issuer=state.settings.issuer
         )
-        return AttestationResponse(token=token)
+        return _token_response(token)
 
-    @app.post("/v1/attestation", response_model=AttestationResponse)
-    async def attest(body: AttestationRequest) -> AttestationResponse:
+    # The body is read, decoded and validated once by parse_attestation_request, and the
+    # answer goes out as prebuilt bytes, skipping FastAPI's body parameter and response model
+    # machinery (about 4% of the CPU of a whole attestation). This route does the work; the
+    # one after it, with the same path and method, is never reached (the first matching route
+    # wins) and only documents the operation in the OpenAPI schema, exactly as before.
+    @app.post("/v1/attestation", include_in_schema=False)
+    async def attest_fast(request: Request) -> Response:
+        body = parse_attestation_request(await request.body(), request.headers.get("content-type"))
         policy = state.policies.get(body.policy)
         if policy is None:
             raise HTTPException(status_code=404, detail=f"unknown policy {body.policy!r}")
         if body.evidence.get("collateral") is not None:
-            # ~1 ms of CPU and no I/O: cheaper on the event loop than via the thread pool.
+            # Well under 1 ms of CPU and no I/O: cheaper on the event loop than via a thread.
             return attest_now(body, policy)
         # Collateral may have to be fetched from a PCCS: never block the event loop on it.
         return await run_in_threadpool(attest_now, body, policy)
+
+    @app.post("/v1/attestation", response_model=AttestationResponse)
+    async def attest(body: AttestationRequest) -> AttestationResponse:  # pragma: no cover
+        raise AssertionError("shadowed by attest_fast, which is registered first")
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> dict[str, Any]:
