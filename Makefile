@@ -12,8 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $@
 
+# `make run`: a local verifier on :8081 trusting this machine's simulated TD (only used when
+# there is no TDX), and `cllm serve` on :8080 with the embedded model. Ctrl-C stops both.
+RUN_STATE ?= .cllm-state
 run: $(STAMP)
-	$(BIN)/cllm --help
+	@$(BIN)/cllm tee simulated-root --state-dir $(RUN_STATE) --json > /dev/null
+	@$(BIN)/cllm verifier serve --port 8081 --state-dir $(RUN_STATE) \
+		--trust-simulated-root $(RUN_STATE)/simulated/root-ca.pem & VERIFIER=$$!; \
+	trap 'kill $$VERIFIER 2>/dev/null' EXIT; \
+	$(BIN)/cllm serve --port 8080 --state-dir $(RUN_STATE) --verifier http://127.0.0.1:8081
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -27,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/measure.py
 	$(BIN)/python bench/verifier.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
