@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cllm.errors import EvidenceError
+from cllm.errors import CllmError, EvidenceError
 from cllm.evidence import Binding, build_evidence, check_evidence, parse_evidence
 from cllm.measure import Event, EventLog
 from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
@@ -235,9 +235,11 @@ def test_memoised_ccel_replay_never_hides_a_change(
         changed["ccel"]["data"] = base64.b64encode(bytes(tampered)).decode()
         assert _check(changed, nonce) == "ccel_mismatch"
     assert _check(document, nonce) is None
-    memo = evidence_module._replay_ccel_memo.cache_info()
-    assert memo.maxsize == evidence_module._CCEL_MEMO_ENTRIES
-    assert memo.currsize <= memo.maxsize
+    for memo in (evidence_module._replay_ccel_memo, evidence_module._b64_memo):
+        info = memo.cache_info()
+        assert info.maxsize is not None
+        assert info.maxsize <= 2 * evidence_module._CCEL_MEMO_ENTRIES
+        assert info.currsize <= info.maxsize
 
 
 def test_large_ccel_logs_are_not_memoised(issued: tuple[dict[str, Any], bytes, Any]) -> None:
@@ -250,5 +252,75 @@ def test_large_ccel_logs_are_not_memoised(issued: tuple[dict[str, Any], bytes, A
         data + b"\xff" * evidence_module._CCEL_MEMO_MAX_BYTES
     ).decode()
     evidence_module._replay_ccel_memo.cache_clear()
+    evidence_module._b64_memo.cache_clear()
     assert _check(document, nonce) is None
     assert evidence_module._replay_ccel_memo.cache_info().currsize == 0
+    assert evidence_module._b64_memo.cache_info().currsize == 1  # the table only
+
+
+def _event(**changes: Any) -> dict[str, Any]:
+    event = Event(rtmr=3, type="cllm.model", name="m", digest=bytes(range(48))).to_json()
+    event.update(changes)
+    return event
+
+
+def test_memoised_event_log_never_hides_a_change(
+    issued: tuple[dict[str, Any], bytes, Any],
+) -> None:
+    document, nonce, _ = issued
+    assert _check(document, nonce) is None  # the genuine log's decoding is now memoised
+    edited = copy.deepcopy(document)
+    edited["event_log"][1]["details"]["kind"] = "other"
+    assert _check(edited, nonce) == "rtmr3_mismatch"
+    swapped = copy.deepcopy(document)
+    swapped["event_log"][0], swapped["event_log"][1] = (
+        swapped["event_log"][1],
+        swapped["event_log"][0],
+    )
+    assert _check(swapped, nonce) == "rtmr3_mismatch"
+    assert _check(document, nonce) is None
+
+
+def test_event_log_memo_is_keyed_on_exact_json_types() -> None:
+    from cllm import evidence as evidence_module
+    from cllm.errors import EventLogError
+
+    parse = evidence_module._parse_events
+    # {"1": ...} and {1: ...} write the same JSON text; only the first is a valid event, and
+    # it being memoised must not let the second through.
+    (good,) = parse([_event(details={"1": "x"})])
+    assert dict(good.details) == {"1": "x"}
+    with pytest.raises(EventLogError) as info:
+        parse([_event(details={1: "x"})])
+    assert info.value.code == "event_bad_value"
+    # Floats, tuples and int subclasses take the unmemoised path and are judged as before.
+    with pytest.raises(EventLogError) as info:
+        parse([_event(details={"n": 1.0})])
+    assert info.value.code == "event_float"
+    assert parse([_event(details={"l": (1, 2)})])[0].details["l"] == (1, 2)
+    # True is not 1.
+    assert parse([_event(details={"b": True})])[0].canonical_bytes() != (
+        parse([_event(details={"b": 1})])[0].canonical_bytes()
+    )
+
+
+def test_event_log_memo_is_bounded() -> None:
+    from cllm import evidence as evidence_module
+
+    memo = evidence_module._parse_event_log_text
+    memo.cache_clear()
+    for index in range(evidence_module._EVENTS_MEMO_ENTRIES + 5):
+        evidence_module._parse_events([_event(name=f"m{index}")])
+    assert memo.cache_info().currsize == evidence_module._EVENTS_MEMO_ENTRIES
+    # A log over the size limit is decoded without the memo.
+    memo.cache_clear()
+    pad = "x" * (evidence_module._EVENTS_MEMO_MAX_CHARS // 2)
+    assert len(evidence_module._parse_events([_event(details={"pad": pad})] * 2)) == 2
+    assert memo.cache_info().currsize == 0
+    # Nesting past what events allow is never walked into, and fails as before.
+    deep: Any = "x"
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(CllmError):
+        evidence_module._parse_events([_event(details={"d": deep})])
+    assert memo.cache_info().currsize == 0

@@ -12,6 +12,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cllm.errors import CllmError, EvidenceError
 from cllm.measure import (
+    MAX_DEPTH,
     MEASURED_RTMR,
     Event,
     Rtmrs,
@@ -53,27 +55,6 @@ EVIDENCE_VERSION: Final = 1
 NONCE_SIZE: Final = 32
 TeeKind = Literal["tdx", "simulated-tdx"]
 
-# The firmware log is the same in every evidence document of one TD boot, so its replay is
-# memoised on the exact (table, log area) bytes: a pure function of them, recomputed for any
-# other bytes. Bounded in entries, and logs over the size limit are never kept.
-_CCEL_MEMO_ENTRIES: Final = 32
-_CCEL_MEMO_MAX_BYTES: Final = 256 * 1024
-
-
-@functools.lru_cache(maxsize=_CCEL_MEMO_ENTRIES)
-def _replay_ccel_memo(table: bytes, data: bytes) -> Rtmrs:
-    return replay_ccel(table, data)
-
-
-def _replay_ccel(table: bytes, data: bytes) -> Rtmrs:
-    if (
-        type(table) is bytes
-        and type(data) is bytes
-        and len(table) + len(data) <= _CCEL_MEMO_MAX_BYTES
-    ):
-        return _replay_ccel_memo(table, data)
-    return replay_ccel(table, data)
-
 
 def _b64(value: str, what: str) -> bytes:
     try:
@@ -90,6 +71,85 @@ def _hex(value: str, what: str, size: int | None = None) -> bytes:
     if size is not None and len(raw) != size:
         raise EvidenceError(f"{what} must be {size} bytes", code="evidence_malformed")
     return raw
+
+
+# The firmware log is the same in every evidence document of one TD boot, so its decoding and
+# its replay are memoised on their exact input (the base64 text; the table and log bytes):
+# pure functions of it, recomputed for any other input. Bounded in entries, and logs over the
+# size limit are never kept.
+_CCEL_MEMO_ENTRIES: Final = 16
+_CCEL_MEMO_MAX_BYTES: Final = 128 * 1024  # TDVF's log area is 64 KiB
+
+
+@functools.lru_cache(maxsize=_CCEL_MEMO_ENTRIES)
+def _replay_ccel_memo(table: bytes, data: bytes) -> Rtmrs:
+    return replay_ccel(table, data)
+
+
+@functools.lru_cache(maxsize=2 * _CCEL_MEMO_ENTRIES)
+def _b64_memo(value: str, what: str) -> bytes:
+    return _b64(value, what)
+
+
+def _ccel_b64(value: str, what: str) -> bytes:
+    """``_b64`` memoised on the exact text for firmware logs (the same in every document of a
+    TD boot), which also hands the replay memo the very same bytes object again."""
+    if len(value) <= _CCEL_MEMO_MAX_BYTES * 4 // 3:
+        return _b64_memo(value, what)
+    return _b64(value, what)
+
+
+def _replay_ccel(table: bytes, data: bytes) -> Rtmrs:
+    if (
+        type(table) is bytes
+        and type(data) is bytes
+        and len(table) + len(data) <= _CCEL_MEMO_MAX_BYTES
+    ):
+        return _replay_ccel_memo(table, data)
+    return replay_ccel(table, data)
+
+
+# The cllm event log, too, is the same in every document of one TD boot (until an event is
+# appended). Its decoding is memoised on its exact JSON text, for logs made only of the plain
+# types JSON decodes to (dict with str keys, list, str, int, bool, None: for those the text
+# determines the value, types included, and decoding the text gives the value back exactly).
+_EVENTS_MEMO_ENTRIES: Final = 32
+_EVENTS_MEMO_MAX_CHARS: Final = 64 * 1024
+_EVENTS_TEXT: Final = json.JSONEncoder(check_circular=False).encode  # ASCII: escapes everything
+_PLAIN_DEPTH: Final = MAX_DEPTH + 2  # the list, then events nested as deep as events may be
+
+
+def _is_plain_json(value: object, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if kind is dict and isinstance(value, dict):
+        return all(
+            type(key) is str and _is_plain_json(item, depth + 1) for key, item in value.items()
+        )
+    if kind is list and isinstance(value, list):
+        return all(_is_plain_json(item, depth + 1) for item in value)
+    return False  # floats, tuples, other mappings...: never memoised
+
+
+@functools.lru_cache(maxsize=_EVENTS_MEMO_ENTRIES)
+def _parse_event_log_text(text: str) -> tuple[Event, ...]:
+    return parse_event_log(json.loads(text))
+
+
+def _parse_events(items: Sequence[Mapping[str, Any]]) -> tuple[Event, ...]:
+    """``parse_event_log(list(items))``, memoised on the exact text of a plain-JSON log."""
+    log = list(items)
+    if _is_plain_json(log):
+        try:
+            text = _EVENTS_TEXT(log)
+        except ValueError:  # an integer too long to write as text
+            return parse_event_log(log)
+        if len(text) <= _EVENTS_MEMO_MAX_CHARS:
+            return _parse_event_log_text(text)
+    return parse_event_log(log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +275,10 @@ def parse_evidence(document: Mapping[str, Any] | str | bytes) -> Evidence:
         ),
     )
     ccel = (
-        Ccel(table=_b64(model.ccel.table, "ccel.table"), data=_b64(model.ccel.data, "ccel.data"))
+        Ccel(
+            table=_ccel_b64(model.ccel.table, "ccel.table"),
+            data=_ccel_b64(model.ccel.data, "ccel.data"),
+        )
         if model.ccel
         else None
     )
@@ -284,7 +347,7 @@ def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceChec
             raise EvidenceError("the evidence answers another nonce", code="nonce_mismatch")
 
     def event_log() -> None:
-        events = parse_event_log(list(evidence.event_log))
+        events = _parse_events(evidence.event_log)
         if any(event.rtmr != MEASURED_RTMR for event in events):
             raise EvidenceError(
                 f"cllm events extend RTMR{MEASURED_RTMR} only", code="eventlog_malformed"
