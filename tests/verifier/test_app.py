@@ -298,3 +298,34 @@ def test_attestation_answer_and_schema_are_unchanged(trusting: Service) -> None:
         "nonce",
     ]
     assert list(schema["paths"]["/v1/attestation"]) == ["post"]
+
+
+def test_memoised_collateral_never_hides_a_change(trusting: Service) -> None:
+    from cllm.verifier import _appraise
+
+    evidence, nonce = trusting.evidence()
+    assert trusting.attest(evidence, nonce)["status"] == "warning"  # every memo is warm now
+    collateral = evidence["collateral"]
+    forged_info = collateral["tcb_info"].replace('"UpToDate"', '"OutOfDate"', 1)
+    assert forged_info != collateral["tcb_info"]
+    signature = collateral["qe_identity_signature"]
+    flipped = ("0" if signature[0] != "0" else "1") + signature[1:]
+    for field, value, code in (
+        ("tcb_info", forged_info, "tcb_info_signature_invalid"),
+        ("qe_identity_signature", flipped, "qe_identity_signature_invalid"),
+        ("pck_crl", collateral["pck_crl"][:-2], "crl_malformed"),
+        ("tcb_info_signature", 7, "collateral_format"),
+    ):
+        tampered = {**evidence, "collateral": {**collateral, field: value}}
+        claims = trusting.attest(tampered, nonce)
+        assert claims["status"] == "contraindicated", field
+        assert [r["code"] for r in claims["reasons"]] == [code], field
+    assert trusting.attest(evidence, nonce)["status"] == "warning"
+    memo = _appraise._collateral_memo.cache_info()
+    assert memo.maxsize == _appraise._COLLATERAL_MEMO_ENTRIES
+    assert memo.currsize <= memo.maxsize
+    # Only objects of strings are memoised, and only small ones.
+    assert _appraise._exact_strings({"a": "x", "b": None}) == (("a", "x"), ("b", None))
+    assert _appraise._exact_strings({"a": 1}) is None
+    assert _appraise._exact_strings({"a": ["x"]}) is None
+    assert _appraise._exact_strings({"a": "x" * _appraise._COLLATERAL_MEMO_MAX_CHARS}) is None

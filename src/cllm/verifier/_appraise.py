@@ -6,10 +6,11 @@ an exception, so the service signs it like any other (DESIGN.md section 8).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
@@ -28,6 +29,38 @@ class Verdict:
     status: Status
     reasons: tuple[Reason, ...]
     claims: Mapping[str, Any]  # token claims without iss/iat/exp/jti
+
+
+# Evidence from one platform carries the same collateral until Intel's next update, so the
+# decoded set is memoised on the exact JSON object (all string values, compared as such).
+_COLLATERAL_MEMO_ENTRIES: Final = 32
+_COLLATERAL_MEMO_MAX_CHARS: Final = 128 * 1024
+
+
+def _exact_strings(document: Mapping[str, Any]) -> tuple[tuple[str, str | None], ...] | None:
+    """The object as (key, value) pairs when every key is a str and every value a str or
+    None (then equal pairs mean an equal object, and decoding it gives equal collateral); else
+    None, and the object is decoded without the memo."""
+    pairs = tuple(document.items())
+    size = 0
+    for key, value in pairs:
+        if type(key) is not str or (value is not None and type(value) is not str):
+            return None
+        size += len(key) + (len(value) if value is not None else 0)
+    return pairs if size <= _COLLATERAL_MEMO_MAX_CHARS else None
+
+
+@functools.lru_cache(maxsize=_COLLATERAL_MEMO_ENTRIES)
+def _collateral_memo(pairs: tuple[tuple[str, str | None], ...]) -> Collateral:
+    return Collateral.from_json_dict(dict(pairs))
+
+
+def carried_collateral(document: Mapping[str, Any]) -> Collateral:
+    """``Collateral.from_json_dict`` of the evidence's collateral object, memoised."""
+    pairs = _exact_strings(document)
+    if pairs is None:
+        return Collateral.from_json_dict(dict(document))
+    return _collateral_memo(pairs)
 
 
 def _contraindicated(code: str, message: str) -> Appraisal:
@@ -147,7 +180,7 @@ class EvidenceAppraiser:
     def _collateral_for(self, evidence: Evidence, quote: Quote) -> Collateral:
         if evidence.collateral is not None:
             # Carried collateral grants nothing: its signatures are checked like any other.
-            return Collateral.from_json_dict(dict(evidence.collateral))
+            return carried_collateral(evidence.collateral)
         return self._collateral.for_quote(quote)
 
 
