@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -99,3 +100,22 @@ def start_serve(
         time.sleep(0.1)
     served.stop()
     raise RuntimeError(f"cllm serve did not become healthy:\n{served.log()}")
+
+
+class http:  # noqa: N801 - used like the httpx module it wraps
+    """``httpx``'s one-shot calls with a timeout that suits a shared, possibly busy CI machine
+    (httpx's default of 5 s is for interactive use, not for a model answering on one core)."""
+
+    TIMEOUT = 120.0
+
+    @staticmethod
+    def get(url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(url, **{"timeout": http.TIMEOUT, **kwargs})
+
+    @staticmethod
+    def post(url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(url, **{"timeout": http.TIMEOUT, **kwargs})
+
+    @staticmethod
+    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, url, **{"timeout": http.TIMEOUT, **kwargs})

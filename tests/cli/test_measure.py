@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,17 @@ def test_upstream_engine_must_be_measured(
     assert doc["error"]["code"] == "engine_unmeasured"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is not None, reason="llama-cpp-python is installed"
-)
 def test_embedded_engine_must_be_installed(
-    capsys: pytest.CaptureFixture[str], inputs: dict[str, Path]
+    capsys: pytest.CaptureFixture[str], inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    real = importlib.metadata.distribution
+
+    def without_engine(name: str) -> importlib.metadata.Distribution:
+        if name == "llama-cpp-python":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_engine)
     code, doc = _run(capsys, "measure", "--model", str(inputs["model"]))
     assert code == 2
     assert doc["error"]["code"] == "engine_not_installed"

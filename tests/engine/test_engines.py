@@ -101,10 +101,8 @@ def test_upstream_that_does_not_answer(kind: type[OpenAIEngine] | type[OllamaEng
     engine = kind(upstream="http://127.0.0.1:9", model=ModelInfo("m", 0, ""), upstream_model="m")
 
     async def run() -> None:
-        assert not await engine.ready()
-        with pytest.raises(EngineError) as caught:
-            await engine.start()
-        assert caught.value.code == "upstream_unavailable"
+        await engine.start()  # an upstream may come up later: no failure at start...
+        assert not await engine.ready()  # ...but not ready, so /healthz says 503
         with pytest.raises(EngineError) as caught:
             async for _ in engine.chat(REQUEST):
                 pass

@@ -8,6 +8,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -516,7 +517,8 @@ def test_redact_argv() -> None:
 
 @pytest.fixture
 def fake_llama_cpp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An installed ``llama-cpp-python`` (import name ``llama_cpp``) on sys.path."""
+    """An installed ``llama-cpp-python`` (import name ``llama_cpp``) first on sys.path. The
+    real one may be installed and already imported: hide it for the test."""
     site = tmp_path / "engine-site"
     files = {
         "llama_cpp/__init__.py": b"",
@@ -529,6 +531,8 @@ def fake_llama_cpp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     rows = [f"{path},{record_hash(data)},{len(data)}" for path, data in files.items()]
     (site / "llama_cpp_python-0.3.0.dist-info/RECORD").write_text("\n".join(rows) + "\n")
     monkeypatch.syspath_prepend(str(site))
+    for name in [m for m in sys.modules if m == "llama_cpp" or m.startswith("llama_cpp.")]:
+        monkeypatch.delitem(sys.modules, name)
     return site
 
 

@@ -7,12 +7,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from cllm.client import PinnedKeys
 from cllm.evidence import check_evidence, parse_evidence
-from serving import ServeProcess, start_serve
+from serving import ServeProcess, http, start_serve
 
 MODEL = "smollm2-135m-instruct"
 
@@ -29,7 +28,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 def pinned(served: ServeProcess) -> PinnedKeys:
     """The server's keys, taken only from evidence whose binding and nonce check out."""
     nonce = os.urandom(32)
-    document = httpx.get(f"{served.url}/v1/attestation/report", params={"nonce": nonce.hex()})
+    document = http.get(f"{served.url}/v1/attestation/report", params={"nonce": nonce.hex()})
     assert document.status_code == 200
     evidence = parse_evidence(document.content)
     checked = check_evidence(evidence, expected_nonce=nonce)

@@ -3,6 +3,7 @@ keys, whose event log names exactly what the server measured; verified by the re
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -11,18 +12,20 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from cllm.cli import main
 from cllm.engine import default_model_path
 from cllm.evidence import check_evidence, parse_evidence
 from cllm.measure import measure_file
+from cllm.quote import parse_quote
 from cllm.server import TokenBucket
 from cllm.tee import load_simulated_world
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
-from serving import ServeProcess
+from serving import ServeProcess, http
 
 
 def _report(served: ServeProcess, nonce: bytes) -> httpx.Response:
-    return httpx.get(f"{served.url}/v1/attestation/report", params={"nonce": nonce.hex()})
+    return http.get(f"{served.url}/v1/attestation/report", params={"nonce": nonce.hex()})
 
 
 def test_evidence_is_bound_to_the_nonce_and_replays(served: ServeProcess) -> None:
@@ -57,12 +60,12 @@ def test_keys_are_per_process_but_stable_across_reports(served: ServeProcess) ->
 
 @pytest.mark.parametrize("nonce", ["", "00", "zz" * 32, "00" * 31, "00" * 33])
 def test_bad_nonces_are_refused(served: ServeProcess, nonce: str) -> None:
-    response = httpx.get(f"{served.url}/v1/attestation/report", params={"nonce": nonce})
+    response = http.get(f"{served.url}/v1/attestation/report", params={"nonce": nonce})
     assert response.status_code == 422
 
 
 def test_missing_nonce_is_refused(served: ServeProcess) -> None:
-    assert httpx.get(f"{served.url}/v1/attestation/report").status_code == 422
+    assert http.get(f"{served.url}/v1/attestation/report").status_code == 422
 
 
 def test_the_verifier_appraises_served_evidence(served: ServeProcess, tmp_path: Path) -> None:
@@ -104,3 +107,19 @@ def test_token_bucket_limits_bursts_and_refills() -> None:
     assert bucket.take() > 0
     now[0] += 10
     assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+def test_cllm_measure_reproduces_the_served_log(
+    served: ServeProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A third party derives the reference values offline from the same artifacts and the
+    published configuration, and gets the RTMR3 the server's quote carries."""
+    evidence = parse_evidence(_report(served, os.urandom(32)).content)
+    config = next(e for e in evidence.event_log if e["type"] == "cllm.config")
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config["details"]))
+    assert main(["measure", "--config", str(config_file), "--json"]) == 0
+    offline = json.loads(capsys.readouterr().out)
+    assert offline["events"] == list(evidence.event_log)
+    quote = parse_quote(evidence.quote)
+    assert offline["rtmr3"] == quote.body.rtmrs[3].hex()

@@ -14,7 +14,7 @@ from cllm.crypto import ResponseOpener, request_aad, seal_request
 from cllm.errors import CryptoError
 from conftest import MODEL
 from proxying import RecordingProxy
-from serving import ServeProcess
+from serving import ServeProcess, http
 
 SECRET_PROMPT = "My locker code is 7391-QUOKKA. Repeat the locker code back to me."
 
@@ -98,7 +98,7 @@ def test_a_sealed_body_cannot_be_redirected_to_another_route(
     sealed = seal_request(
         pinned.hpke_key, json.dumps(doc).encode(), aad=request_aad("POST", "/api/chat")
     )
-    response = httpx.post(
+    response = http.post(
         f"{served.url}/v1/chat/completions", content=sealed.ciphertext, headers=sealed.headers()
     )
     assert response.status_code == 400
@@ -110,7 +110,7 @@ def test_a_tampered_answer_record_is_detected(served: ServeProcess, pinned: Pinn
     sealed = seal_request(
         pinned.hpke_key, json.dumps(doc).encode(), aad=request_aad("POST", "/api/generate")
     )
-    response = httpx.post(
+    response = http.post(
         f"{served.url}/api/generate", content=sealed.ciphertext, headers=sealed.headers()
     )
     assert response.status_code == 200

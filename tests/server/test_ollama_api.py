@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
 import ollama
 import pytest
 
 from cllm.client import PinnedKeys
 from cllm.crypto import verify_answer
 from conftest import MODEL
-from serving import ServeProcess
+from serving import ServeProcess, http
 
 OPTIONS = {"num_predict": 12, "temperature": 0, "seed": 5}
 
@@ -24,7 +23,7 @@ def test_tags_and_version(client: ollama.Client) -> None:
     assert [m.model for m in models] == [f"{MODEL}:latest"]
     assert models[0].size and models[0].size > 50_000_000
     assert models[0].digest and models[0].digest.startswith("sha384:")
-    version = httpx.get(f"{client._client.base_url}/api/version").json()["version"]
+    version = http.get(f"{client._client.base_url}/api/version").json()["version"]
     assert version
 
 
@@ -58,14 +57,14 @@ def test_unknown_model_is_an_ollama_error(client: ollama.Client) -> None:
 
 
 def test_malformed_json_is_400(served: ServeProcess) -> None:
-    response = httpx.post(f"{served.url}/api/chat", content=b"{nope")
+    response = http.post(f"{served.url}/api/chat", content=b"{nope")
     assert response.status_code == 400
     assert response.json() == {"error": "the request body is not valid JSON"}
 
 
 def test_ndjson_answers_are_signed(served: ServeProcess, pinned: PinnedKeys) -> None:
     request = b'{"model": "%s", "prompt": "Hi", "options": {"num_predict": 3}}' % MODEL.encode()
-    response = httpx.post(f"{served.url}/api/generate", content=request)
+    response = http.post(f"{served.url}/api/generate", content=request)
     assert response.status_code == 200
     assert response.content.endswith(b"}\n")
     verify_answer(response.content, request_body=request, signing_key=pinned.signing_key)

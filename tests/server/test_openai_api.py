@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
 
 from cllm.client import PinnedKeys
 from cllm.crypto import verify_answer
 from conftest import MODEL
-from serving import ServeProcess
+from serving import ServeProcess, http
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def test_unknown_model_is_404_in_openai_shape(client: openai.OpenAI) -> None:
 def test_malformed_requests_are_400_in_openai_shape(
     served: ServeProcess, body: bytes, code: str
 ) -> None:
-    response = httpx.post(
+    response = http.post(
         f"{served.url}/v1/chat/completions",
         content=body,
         headers={"content-type": "application/json"},
@@ -112,7 +111,7 @@ def test_every_answer_is_signed_by_the_attested_key(
         b', "stream": true, "stream_options": {"include_usage": true}',
     ):
         request = body[:-1] + extra + b"}"
-        response = httpx.post(f"{served.url}/v1/chat/completions", content=request)
+        response = http.post(f"{served.url}/v1/chat/completions", content=request)
         assert response.status_code == 200
         signed = verify_answer(
             response.content, request_body=request, signing_key=pinned.signing_key

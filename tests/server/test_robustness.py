@@ -16,7 +16,7 @@ import pytest
 from cllm.client import PinnedKeys, apost
 from cllm.evidence import parse_evidence
 from conftest import MODEL
-from serving import ServeProcess, start_serve
+from serving import ServeProcess, http, start_serve
 
 API_KEY = "test-" + secrets.token_hex(8)
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -61,19 +61,19 @@ def _chat(
 @pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions", "/api/tags", "/api/chat"])
 def test_inference_routes_need_the_api_key(guarded: ServeProcess, path: str) -> None:
     method = "GET" if path in {"/v1/models", "/api/tags"} else "POST"
-    response = httpx.request(method, f"{guarded.url}{path}", json=_chat(2))
+    response = http.request(method, f"{guarded.url}{path}", json=_chat(2))
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    wrong = httpx.request(
+    wrong = http.request(
         method, f"{guarded.url}{path}", json=_chat(2), headers={"Authorization": "Bearer nope"}
     )
     assert wrong.status_code == 401
-    right = httpx.request(method, f"{guarded.url}{path}", json=_chat(2), headers=AUTH)
+    right = http.request(method, f"{guarded.url}{path}", json=_chat(2), headers=AUTH)
     assert right.status_code == 200
 
 
 def test_health_and_attestation_stay_open(guarded: ServeProcess) -> None:
-    health = httpx.get(f"{guarded.url}/healthz")
+    health = http.get(f"{guarded.url}/healthz")
     assert health.status_code == 200
     assert health.json()["api_key_required"] is True
 
@@ -97,18 +97,16 @@ def test_a_client_that_hangs_up_frees_the_engine_at_once(guarded: ServeProcess) 
         f"{guarded.url}/v1/chat/completions",
         json=_chat(4000, stream=True),
         headers=AUTH,
-        timeout=30,
+        timeout=120,
     ) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
         for _ in range(6):
             next(lines)
     started = time.monotonic()
-    reply = httpx.post(
-        f"{guarded.url}/v1/chat/completions", json=_chat(3), headers=AUTH, timeout=20
-    )
+    reply = http.post(f"{guarded.url}/v1/chat/completions", json=_chat(3), headers=AUTH, timeout=60)
     assert reply.status_code == 200
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 30
     deadline = time.monotonic() + 10
     while "generation cancelled" not in guarded.log() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -120,7 +118,7 @@ def test_a_client_that_hangs_up_frees_the_engine_at_once(guarded: ServeProcess) 
 )
 def test_bodies_over_the_limit_are_413(guarded: ServeProcess, path: str, shape: str) -> None:
     big = _chat(2, content="x" * 70_000)
-    response = httpx.post(f"{guarded.url}{path}", json=big, headers=AUTH)
+    response = http.post(f"{guarded.url}{path}", json=big, headers=AUTH)
     assert response.status_code == 413
     error = response.json()["error"]
     if shape == "openai":
@@ -131,7 +129,7 @@ def test_bodies_over_the_limit_are_413(guarded: ServeProcess, path: str, shape: 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
         yield json.dumps(big).encode()
 
-    response = httpx.post(f"{guarded.url}{path}", content=chunked(), headers=AUTH)
+    response = http.post(f"{guarded.url}{path}", content=chunked(), headers=AUTH)
     assert response.status_code == 413
 
 
@@ -140,7 +138,7 @@ def test_a_burst_of_64_concurrent_chats_completes_without_errors(
 ) -> None:
     nonce = secrets.token_bytes(32)
     evidence = parse_evidence(
-        httpx.get(f"{guarded.url}/v1/attestation/report", params={"nonce": nonce.hex()}).content
+        http.get(f"{guarded.url}/v1/attestation/report", params={"nonce": nonce.hex()}).content
     )
     keys = PinnedKeys.from_binding(evidence.binding)
 
@@ -168,7 +166,7 @@ def test_a_burst_of_64_concurrent_chats_completes_without_errors(
 
 def test_attestation_reports_are_rate_limited(guarded: ServeProcess) -> None:
     codes = [
-        httpx.get(f"{guarded.url}/v1/attestation/report", params={"nonce": secrets.token_hex(32)})
+        http.get(f"{guarded.url}/v1/attestation/report", params={"nonce": secrets.token_hex(32)})
         for _ in range(6)
     ]
     limited = [r for r in codes if r.status_code == 429]

@@ -17,7 +17,7 @@ import pytest
 
 from cllm.engine import default_model_path
 from conftest import MODEL
-from serving import ServeProcess, start_serve
+from serving import ServeProcess, http, start_serve
 
 PROMPT = [{"role": "user", "content": "Describe a lighthouse in two sentences."}]
 
@@ -137,7 +137,7 @@ def test_front_measures_what_it_was_told(
 ) -> None:
     for front, model_method in ((front_openai, "file"), (front_ollama, "ollama_model")):
         nonce = "ab" * 32
-        evidence = httpx.get(f"{front.url}/v1/attestation/report", params={"nonce": nonce}).json()
+        evidence = http.get(f"{front.url}/v1/attestation/report", params={"nonce": nonce}).json()
         events = {e["type"]: e for e in evidence["event_log"]}
         assert set(events) == {"cllm.package", "cllm.engine", "cllm.model", "cllm.config"}
         assert events["cllm.model"]["details"]["method"] == model_method
@@ -185,7 +185,7 @@ def test_an_upstream_that_dies_mid_stream_ends_the_stream_with_an_error(
         assert last["error"]["code"] == "upstream_unavailable"
         assert events[-1] != "[DONE]"
         # The front stays up and says its engine is gone.
-        health = httpx.get(f"{front.url}/healthz", timeout=10)
+        health = http.get(f"{front.url}/healthz", timeout=10)
         assert health.status_code == 503
         assert health.json()["status"] == "engine_unavailable"
     finally:

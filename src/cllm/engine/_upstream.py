@@ -97,10 +97,12 @@ class OpenAIEngine(_Upstream):
         return "openai"
 
     async def start(self) -> None:
+        # An upstream that starts after cllm is normal (service ordering): serve anyway, with
+        # /healthz at 503 until it answers.
         if not await self.ready():
-            raise EngineError(
-                f"the OpenAI-compatible upstream at {self._base} does not answer GET /v1/models",
-                code="upstream_unavailable",
+            _log.warning(
+                "the OpenAI-compatible upstream at %s does not answer GET /v1/models yet",
+                self._base,
             )
 
     async def ready(self) -> bool:
@@ -170,10 +172,11 @@ class OllamaEngine(_Upstream):
         return "ollama"
 
     async def start(self) -> None:
+        # An upstream that starts after cllm is normal (service ordering): serve anyway, with
+        # /healthz at 503 until it answers.
         if not await self.ready():
-            raise EngineError(
-                f"the Ollama upstream at {self._base} does not answer GET /api/version",
-                code="upstream_unavailable",
+            _log.warning(
+                "the Ollama upstream at %s does not answer GET /api/version yet", self._base
             )
 
     async def ready(self) -> bool:
