@@ -264,12 +264,13 @@ def create_app(state: VerifierState) -> FastAPI:
         )
         return _token_response(token)
 
-    # The body is read, decoded and validated once by parse_attestation_request, and the
-    # answer goes out as prebuilt bytes, skipping FastAPI's body parameter and response model
-    # machinery (about 4% of the CPU of a whole attestation). This route does the work; the
-    # one after it, with the same path and method, is never reached (the first matching route
-    # wins) and only documents the operation in the OpenAPI schema, exactly as before.
-    @app.post("/v1/attestation", include_in_schema=False)
+    # A plain Starlette route does the work: the body is read, decoded and validated once by
+    # parse_attestation_request, and the answer goes out as prebuilt bytes, skipping FastAPI's
+    # dependency solving, body parameter and response model machinery (together about 8% of
+    # the CPU of a whole attestation). Errors raised here go through the app's exception
+    # handlers like any route's. The FastAPI route after it, with the same path and method, is
+    # never reached (the first matching route wins) and only documents the operation in the
+    # OpenAPI schema, exactly as before.
     async def attest_fast(request: Request) -> Response:
         body = parse_attestation_request(await request.body(), request.headers.get("content-type"))
         policy = state.policies.get(body.policy)
@@ -280,6 +281,8 @@ def create_app(state: VerifierState) -> FastAPI:
             return attest_now(body, policy)
         # Collateral may have to be fetched from a PCCS: never block the event loop on it.
         return await run_in_threadpool(attest_now, body, policy)
+
+    app.add_route("/v1/attestation", attest_fast, methods=["POST"], include_in_schema=False)
 
     @app.post("/v1/attestation", response_model=AttestationResponse)
     async def attest(body: AttestationRequest) -> AttestationResponse:  # pragma: no cover
