@@ -126,9 +126,15 @@ def _is_plain_json(value: object, depth: int = 0) -> bool:
     if depth >= _PLAIN_DEPTH:
         return False
     if kind is dict and isinstance(value, dict):
-        return all(
-            type(key) is str and _is_plain_json(item, depth + 1) for key, item in value.items()
-        )
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            item_kind = type(item)  # scalars inline: they are most of a log
+            if not (item_kind is str or item_kind is int or item is None) and (
+                not _is_plain_json(item, depth + 1)
+            ):
+                return False
+        return True
     if kind is list and isinstance(value, list):
         return all(_is_plain_json(item, depth + 1) for item in value)
     return False  # floats, tuples, other mappings...: never memoised
