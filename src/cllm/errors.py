@@ -11,6 +11,8 @@ from cryptography import x509
 
 __all__ = [
     "X509_DECODE_ERRORS",
+    "ApiError",
+    "AttestationError",
     "CllmError",
     "CollateralError",
     "CollateralFetchError",
@@ -109,6 +111,27 @@ class VerificationError(CllmError):
     """Evidence was understood but did not verify. ``code`` names the failed check."""
 
     default_code = "verification_failed"
+
+
+class AttestationError(CllmError):
+    """A client refused to talk to a server: its evidence did not verify (``verification``
+    holds the result), or it could not be verified at all."""
+
+    default_code = "attestation_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, verification: object = None):
+        super().__init__(message, code=code)
+        self.verification = verification
+
+
+class ApiError(CllmError):
+    """A server answered a request with an error (HTTP status and the API's error code)."""
+
+    default_code = "api_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int = 0):
+        super().__init__(message, code=code)
+        self.status_code = status_code
 
 
 class CryptoError(CllmError):

@@ -1,0 +1,340 @@
+"""httpx transports that verify the server before the first request and then seal every POST
+body to the attested HPKE key, open the sealed answer record by record, and check the answer's
+signature before handing over its last record. The official ``openai`` package (or any httpx
+user) gets all of that by passing ``http_client=openai_http_client(...)``.
+
+A key change (the server restarted: its new key cannot open our request) makes the transport
+verify the server again and retry once; it never falls back to plaintext.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Final
+
+import httpx
+
+from cllm.client._channel import PinnedKeys
+from cllm.client._verify import Verification, Verifier, attest
+from cllm.crypto import (
+    RESPONSE_CONTENT_TYPE,
+    SIGNATURE_MARKER,
+    ResponseOpener,
+    SealedRequest,
+    request_aad,
+    seal_request,
+    verify_answer,
+)
+from cllm.errors import AttestationError, CryptoError
+
+__all__ = [
+    "AsyncAttestedTransport",
+    "AttestedSession",
+    "AttestedTransport",
+    "openai_async_http_client",
+    "openai_http_client",
+]
+
+_log = logging.getLogger(__name__)
+
+_DROPPED: Final = {"content-length", "content-type", "transfer-encoding"}
+
+
+class AttestedSession:
+    """The verification state one client shares across requests: the current verdict and
+    the keys it pins. ``allow_warning`` says whether ``warning`` verdicts may be used."""
+
+    def __init__(
+        self,
+        base_url: str,
+        verifier: Verifier,
+        *,
+        allow_warning: bool = True,
+        timeout: float = 30.0,
+    ) -> None:
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._verifier = verifier
+        self._allow_warning = allow_warning
+        self._lock = threading.Lock()
+        self._verification: Verification | None = None
+
+    @property
+    def verification(self) -> Verification | None:
+        return self._verification
+
+    def verify(self) -> Verification:
+        """Verify now (fresh nonce), whatever was verified before."""
+        with self._lock:
+            self._verification = attest(self._http, self._verifier)
+            return self._verification
+
+    def keys(self, *, stale: PinnedKeys | None = None) -> PinnedKeys:
+        """The pinned keys, verifying first when there are none (or they are ``stale``).
+        Raises ``AttestationError`` when the server does not verify."""
+        with self._lock:
+            current = self._verification
+            if current is None or current.keys is None or current.keys == stale:
+                current = attest(self._http, self._verifier)
+                self._verification = current
+                if stale is not None and current.keys == stale:
+                    raise AttestationError(
+                        "the server cannot open requests sealed to the key its evidence names",
+                        code="server_key_unusable",
+                        verification=current,
+                    )
+        if current.keys is None or current.status == "contraindicated":
+            reasons = "; ".join(f"{r.code}: {r.message}" for r in current.reasons)
+            raise AttestationError(
+                f"the server did not verify ({reasons or current.status})", verification=current
+            )
+        if current.status == "warning" and not self._allow_warning:
+            raise AttestationError(
+                "the server verified only with warnings and warnings are not allowed",
+                code="attestation_warning",
+                verification=current,
+            )
+        return current.keys
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _Answer:
+    """Opens one sealed answer and checks its signature as soon as the signed record is in."""
+
+    def __init__(self, sealed: SealedRequest, body: bytes, keys: PinnedKeys, *, signed: bool):
+        self._opener: ResponseOpener = sealed.opener()
+        self._body = body
+        self._keys = keys
+        self._signed = signed  # only successful answers carry a signature
+        self._received: list[bytes] = []
+        self._checked = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        pieces = self._opener.feed(data)
+        for piece in pieces:
+            self._received.append(piece)
+            if self._signed and SIGNATURE_MARKER in piece:
+                # Verify before the record that completes the answer reaches the caller.
+                verify_answer(
+                    b"".join(self._received),
+                    request_body=self._body,
+                    signing_key=self._keys.signing_key,
+                )
+                self._checked = True
+        return pieces
+
+    def close(self) -> None:
+        self._opener.close()
+        if self._signed and not self._checked:
+            raise CryptoError("the answer carries no signature", code="signature_missing")
+
+
+def _is_stream(body: bytes) -> bool:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("stream") is True
+
+
+def _sealed_request(
+    request: httpx.Request, keys: PinnedKeys
+) -> tuple[httpx.Request, SealedRequest]:
+    sealed = seal_request(keys.hpke_key, request.content, aad=request_aad("POST", request.url.path))
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _DROPPED]
+    headers.extend(sealed.headers().items())
+    return httpx.Request(
+        "POST",
+        request.url,
+        headers=headers,
+        content=sealed.ciphertext,
+        extensions=request.extensions,
+    ), sealed
+
+
+def _key_rejected(response: httpx.Response, body: bytes) -> bool:
+    if response.status_code != 400:
+        return False
+    try:
+        return bool(json.loads(body)["error"]["code"] == "hpke_open_failed")
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _not_sealed(response: httpx.Response) -> CryptoError:
+    kind = response.headers.get("content-type", "")
+    return CryptoError(
+        f"expected a sealed answer, got {kind or 'no content type'} (HTTP {response.status_code})",
+        code="answer_not_sealed",
+    )
+
+
+def _opened_headers(response: httpx.Response, *, stream: bool) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED]
+    headers.append(("content-type", "text/event-stream" if stream else "application/json"))
+    return headers
+
+
+class _OpenedStream(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.Response, answer: _Answer) -> None:
+        self._inner = inner
+        self._answer = answer
+
+    def __iter__(self) -> Iterator[bytes]:
+        for data in self._inner.iter_raw():
+            yield from self._answer.feed(data)
+        self._answer.close()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AttestedTransport(httpx.BaseTransport):
+    def __init__(self, session: AttestedSession, inner: httpx.BaseTransport | None = None) -> None:
+        self._session = session
+        self._inner = inner or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            self._session.keys()  # nothing secret goes out, but not to an unverified server
+            return self._inner.handle_request(request)
+        body = request.read()
+        keys = self._session.keys()
+        for attempt in (1, 2):
+            outgoing, sealed = _sealed_request(request, keys)
+            response = self._inner.handle_request(outgoing)
+            response = httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=response.stream,
+                request=outgoing,
+                extensions=response.extensions,
+            )
+            if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
+                answer = _Answer(sealed, body, keys, signed=response.status_code == 200)
+                return httpx.Response(
+                    response.status_code,
+                    headers=_opened_headers(response, stream=_is_stream(body)),
+                    stream=_OpenedStream(response, answer),
+                    request=request,
+                    extensions=response.extensions,
+                )
+            plain = response.read()
+            response.close()
+            if attempt == 1 and _key_rejected(response, plain):
+                _log.warning("the server no longer holds the attested key: verifying it again")
+                keys = self._session.keys(stale=keys)
+                continue
+            raise _not_sealed(response)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._inner.close()
+        self._session.close()
+
+
+class _AsyncOpenedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.Response, answer: _Answer) -> None:
+        self._inner = inner
+        self._answer = answer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for data in self._inner.aiter_raw():
+            for piece in self._answer.feed(data):
+                yield piece
+        self._answer.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class AsyncAttestedTransport(httpx.AsyncBaseTransport):
+    """``AttestedTransport`` for ``httpx.AsyncClient``. Verification itself is synchronous
+    (it runs once per key) and runs in a worker thread."""
+
+    def __init__(
+        self, session: AttestedSession, inner: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._session = session
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def _keys(self, stale: PinnedKeys | None = None) -> PinnedKeys:
+        import asyncio
+
+        return await asyncio.to_thread(self._session.keys, stale=stale)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            await self._keys()
+            return await self._inner.handle_async_request(request)
+        body = await request.aread()
+        keys = await self._keys()
+        for attempt in (1, 2):
+            outgoing, sealed = _sealed_request(request, keys)
+            raw = await self._inner.handle_async_request(outgoing)
+            response = httpx.Response(
+                raw.status_code,
+                headers=raw.headers,
+                stream=raw.stream,
+                request=outgoing,
+                extensions=raw.extensions,
+            )
+            if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
+                answer = _Answer(sealed, body, keys, signed=response.status_code == 200)
+                return httpx.Response(
+                    response.status_code,
+                    headers=_opened_headers(response, stream=_is_stream(body)),
+                    stream=_AsyncOpenedStream(response, answer),
+                    request=request,
+                    extensions=response.extensions,
+                )
+            plain = await response.aread()
+            await response.aclose()
+            if attempt == 1 and _key_rejected(response, plain):
+                _log.warning("the server no longer holds the attested key: verifying it again")
+                keys = await self._keys(stale=keys)
+                continue
+            raise _not_sealed(response)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        self._session.close()
+
+
+def _session_base(base_url: str) -> str:
+    # openai's base_url ends in /v1; the attestation route lives at the server's root.
+    return base_url.rstrip("/").removesuffix("/v1")
+
+
+def openai_http_client(
+    base_url: str,
+    *,
+    verifier: Verifier,
+    allow_warning: bool = True,
+    timeout: float = 600.0,
+    on_verified: Callable[[Verification], None] | None = None,
+) -> httpx.Client:
+    """An ``httpx.Client`` for ``openai.OpenAI(base_url=..., http_client=...)``: the server at
+    ``base_url`` is verified by ``verifier`` before the first request, every request body is
+    sealed to its attested key, and every answer is opened and signature-checked."""
+    session = AttestedSession(_session_base(base_url), verifier, allow_warning=allow_warning)
+    if on_verified is not None:
+        on_verified(session.verify())
+    return httpx.Client(transport=AttestedTransport(session), timeout=timeout)
+
+
+def openai_async_http_client(
+    base_url: str,
+    *,
+    verifier: Verifier,
+    allow_warning: bool = True,
+    timeout: float = 600.0,
+) -> httpx.AsyncClient:
+    """``openai_http_client`` for ``openai.AsyncOpenAI``."""
+    session = AttestedSession(_session_base(base_url), verifier, allow_warning=allow_warning)
+    return httpx.AsyncClient(transport=AsyncAttestedTransport(session), timeout=timeout)
