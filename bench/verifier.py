@@ -24,8 +24,13 @@ output shows both processes' CPU time per request. With a closed loop, mean late
 clients / throughput (Little's law), so p99 < 50 ms with 32 clients needs well over 640
 requests/s.
 
+With ``--in-process`` there is no server and no HTTP: the same requests go straight through
+the service's ASGI app in this process, one after the other, and the script reports the CPU time
+per request of the application alone (what the verifier's own code costs, without uvicorn and
+the sockets); ``--pairs`` many distinct evidence documents are sent in turn.
+
 Usage: ``python bench/verifier.py [--json] [--clients N] [--requests N | --seconds S]
-[--warmup N] [--pairs N] [--client httpx|raw]``.
+[--warmup N] [--pairs N] [--client httpx|raw] [--in-process]``.
 """
 
 from __future__ import annotations
@@ -51,11 +56,13 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+from starlette.types import Message
 
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
 from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
 from cllm.token import verify_token
+from cllm.verifier import VerifierSettings, create_app, load_state
 
 HOST = "127.0.0.1"
 PATH = "/v1/attestation"
@@ -309,6 +316,74 @@ async def run_phase(
     return phase
 
 
+def in_process_cpu(
+    state_dir: Path, world: SimulatedWorld, bodies: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """CPU time per request of the service's ASGI app driven directly, without HTTP: the
+    attestations run one after the other on this process's event loop."""
+    settings = VerifierSettings(
+        state_dir=state_dir / "verifier",
+        trust_simulated_root=world.root_ca_path,
+        pccs_url="http://127.0.0.1:9",  # never reached: the evidence carries its collateral
+    )
+    app = create_app(load_state(settings))
+    statuses: list[int] = []
+
+    async def request(body: bytes) -> None:
+        delivered = False
+
+        async def receive() -> Message:
+            nonlocal delivered
+            if delivered:  # the app never asks twice; a disconnect if it did
+                return {"type": "http.disconnect"}
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(int(message["status"]))
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": PATH,
+            "raw_path": PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", HOST.encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": (HOST, 1),
+            "server": (HOST, 8081),
+        }
+        await app(scope, receive, send)
+
+    async def run(count: int) -> float:
+        started = time.process_time()
+        for index in range(count):
+            await request(bodies[index % len(bodies)])
+        return time.process_time() - started
+
+    asyncio.run(run(args.warmup))
+    statuses.clear()
+    cpu = asyncio.run(run(args.requests))
+    errors = sum(status != 200 for status in statuses)
+    return {
+        "in_process_cpu_ms_per_request": round(cpu / args.requests * 1000, 3),
+        "requests": args.requests,
+        "errors": errors,
+        "pairs": len(bodies),
+        "warmup": args.warmup,
+        "body_bytes": len(bodies[0]),
+        "python": platform.python_version(),
+    }
+
+
 def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, math.ceil(p / 100 * len(sorted_values)))
@@ -392,6 +467,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests first (200)")
     parser.add_argument("--pairs", type=int, default=4, help="evidence/nonce pairs to rotate (4)")
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no server: drive the ASGI app directly and report its CPU time per request",
+    )
+    parser.add_argument(
         "--client",
         choices=("httpx", "raw"),
         default="raw",
@@ -415,6 +495,18 @@ def main() -> int:
         state_dir = Path(tmp)
         world = load_simulated_world(state_dir / "td", clock=time.time)
         bodies = [make_body(world) for _ in range(args.pairs)]
+        if args.in_process:
+            measured = in_process_cpu(state_dir, world, bodies, args)
+            if args.json:
+                print(json.dumps(measured))
+            else:
+                console.print(
+                    f"in-process CPU per request: {measured['in_process_cpu_ms_per_request']} ms "
+                    f"({measured['requests']} requests after {measured['warmup']} warm-up, "
+                    f"{measured['pairs']} distinct evidence documents, "
+                    f"{measured['errors']} errors)"
+                )
+            return 1 if measured["errors"] else 0
         server = Server(state_dir, world.root_ca_path, workers=args.workers)
         try:
             server.wait_ready()
