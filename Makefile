@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean ui chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +12,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $@
 
+# The web UI: ui/ is an npm project (exact versions in its lock file) that builds into the
+# package, where `cllm serve` measures it as `cllm.ui` and serves it at /. Rebuilt only when its
+# sources or lock change; index.html, written last by the build, is the stamp.
+UI_OUT := src/cllm/server/static/index.html
+UI_DEPS := ui/node_modules/.cllm-installed
+UI_SRC := $(shell find ui/src -type f 2>/dev/null) ui/build.mjs
+
+$(UI_DEPS): ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --prefer-offline
+	@touch $@
+
+$(UI_OUT): $(UI_DEPS) $(UI_SRC)
+	cd ui && npm run --silent build
+
+ui: $(UI_OUT)
+
+# Browser tests drive Debian's chromium (never a browser downloaded by a test tool).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
 # `make run`: a local verifier on :8081 trusting this machine's simulated TD (only used when
 # there is no TDX), and `cllm serve` on :8080 with the embedded model. Ctrl-C stops both.
 RUN_STATE ?= .cllm-state
-run: $(STAMP)
+run: $(STAMP) $(UI_OUT)
 	@$(BIN)/cllm tee simulated-root --state-dir $(RUN_STATE) --json > /dev/null
 	@$(BIN)/cllm verifier serve --port 8081 --state-dir $(RUN_STATE) \
 		--trust-simulated-root $(RUN_STATE)/simulated/root-ca.pem & VERIFIER=$$!; \
@@ -27,7 +47,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy --strict src/
 
-test: lint
+test: lint ui chromium
+	cd ui && npm test --silent
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -37,4 +58,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis ui/node_modules \
+		src/cllm/server/static test-artifacts
