@@ -18,7 +18,15 @@ from typing import Any
 
 import httpx
 
+from cllm.server._startup import static_dir
+
 _LAUNCH = "import sys; from cllm.cli import main; sys.exit(main())"
+
+
+def ui_events() -> list[str]:
+    """``["cllm.ui"]`` when the web UI is built into the package (``make`` builds ``ui/``),
+    else ``[]``: a server measures (and serves) the UI only when its files exist."""
+    return ["cllm.ui"] if (static_dir() / "index.html").is_file() else []
 
 
 def free_port() -> int:

@@ -18,10 +18,11 @@ from cllm.evidence import check_evidence, parse_evidence
 from cllm.measure import measure_file
 from cllm.quote import parse_quote
 from cllm.server import TokenBucket
+from cllm.server._startup import static_dir
 from cllm.tee import load_simulated_world
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
-from serving import ServeProcess, http
+from serving import ServeProcess, http, ui_events
 
 
 def _report(served: ServeProcess, nonce: bytes) -> httpx.Response:
@@ -37,7 +38,7 @@ def test_evidence_is_bound_to_the_nonce_and_replays(served: ServeProcess) -> Non
     checked = check_evidence(evidence, expected_nonce=nonce)
     assert checked.ok, checked.error
     types = [event["type"] for event in evidence.event_log]
-    assert types == ["cllm.package", "cllm.engine", "cllm.model", "cllm.config"]
+    assert types == ["cllm.package", "cllm.engine", "cllm.model", *ui_events(), "cllm.config"]
     other = check_evidence(evidence, expected_nonce=os.urandom(32))
     assert not other.ok
     assert other.error is not None
@@ -118,7 +119,8 @@ def test_cllm_measure_reproduces_the_served_log(
     config = next(e for e in evidence.event_log if e["type"] == "cllm.config")
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config["details"]))
-    assert main(["measure", "--config", str(config_file), "--json"]) == 0
+    ui = ["--ui", str(static_dir())] if ui_events() else []
+    assert main(["measure", "--config", str(config_file), *ui, "--json"]) == 0
     offline = json.loads(capsys.readouterr().out)
     assert offline["events"] == list(evidence.event_log)
     quote = parse_quote(evidence.quote)

@@ -23,6 +23,7 @@ from cllm.errors import CllmError
 from cllm.evidence import check_evidence, parse_evidence
 from cllm.server import ServeSettings, build_runtime, create_app
 from cllm.server._tls import self_signed_tls
+from serving import ui_events
 
 
 def _settings(state: Path, **overrides: object) -> ServeSettings:
@@ -81,6 +82,7 @@ def test_measurement_happens_before_serving(tmp_path: Path) -> None:
         "cllm.package",
         "cllm.engine",
         "cllm.model",
+        *ui_events(),
         "cllm.config",
     ]
     assert runtime.events == report.events

@@ -17,7 +17,7 @@ import pytest
 
 from cllm.engine import default_model_path
 from conftest import MODEL
-from serving import ServeProcess, http, start_serve
+from serving import ServeProcess, http, start_serve, ui_events
 
 PROMPT = [{"role": "user", "content": "Describe a lighthouse in two sentences."}]
 
@@ -139,7 +139,8 @@ def test_front_measures_what_it_was_told(
         nonce = "ab" * 32
         evidence = http.get(f"{front.url}/v1/attestation/report", params={"nonce": nonce}).json()
         events = {e["type"]: e for e in evidence["event_log"]}
-        assert set(events) == {"cllm.package", "cllm.engine", "cllm.model", "cllm.config"}
+        expected = {"cllm.package", "cllm.engine", "cllm.model", *ui_events(), "cllm.config"}
+        assert set(events) == expected
         assert events["cllm.model"]["details"]["method"] == model_method
         assert events["cllm.engine"]["details"]["method"] == "file"
 

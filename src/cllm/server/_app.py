@@ -107,6 +107,37 @@ class _Gate:
         await send({"type": "http.response.body", "body": body})
 
 
+# The UI runs only its own bundled script (markdown from the model cannot add any), loads
+# nothing from elsewhere (an answer cannot beacon out through an image), and talks to this
+# server and to whichever verifier the user chose (connect-src).
+UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' http: https:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_UI_HEADERS = (
+    (b"content-security-policy", UI_CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),
+)
+
+
+class _UiHeaders:
+    """Pure ASGI: the static UI's responses carry the CSP and hardening headers above."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_UI_HEADERS]
+            await send(message)
+
+        await self._app(scope, receive, with_headers)
+
+
 def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
     """The app for one running server. The UI is served only when its files were measured
     (``runtime.ui_measured``) and ``static_dir`` holds them."""
@@ -145,7 +176,7 @@ def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
         return JSONResponse(doc, status_code=200 if ready else 503)
 
     if static_dir is not None and runtime.ui_measured and static_dir.is_dir():
-        app.mount("/", StaticFiles(directory=static_dir, html=True), name="ui")
+        app.mount("/", _UiHeaders(StaticFiles(directory=static_dir, html=True)), name="ui")
     key = runtime.settings.api_key
     app.add_middleware(_Gate, api_key=key.get_secret_value() if key else None)
     return app
