@@ -44,7 +44,7 @@ function copyButton(pre) {
   button.textContent = "Copy";
   button.setAttribute("aria-label", "Copy code");
   button.addEventListener("click", async () => {
-    const text = pre.querySelector("code")?.textContent ?? pre.textContent;
+    const text = (pre.querySelector("code")?.textContent ?? pre.textContent).replace(/\n$/, "");
     try {
       await navigator.clipboard.writeText(text);
       button.textContent = "Copied";
