@@ -183,11 +183,15 @@ class Client:
         allow_warning: bool = True,
         api_key: str | None = None,
         timeout: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._session = AttestedSession(base_url, verifier, allow_warning=allow_warning)
+        # ``transport``: what carries the bytes (a proxy, custom TLS); the checks stay on top.
+        self._session = AttestedSession(
+            base_url, verifier, allow_warning=allow_warning, transport=transport
+        )
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            transport=AttestedTransport(self._session),
+            transport=AttestedTransport(self._session, transport),
             headers=_headers(api_key),
             timeout=timeout,
         )

@@ -54,8 +54,11 @@ class AttestedSession:
         *,
         allow_warning: bool = True,
         timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+        )
         self._verifier = verifier
         self._allow_warning = allow_warning
         self._lock = threading.Lock()
@@ -156,6 +159,24 @@ def _sealed_request(
     ), sealed
 
 
+def _bound(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    """``response`` tied to the request that was sent (inner transports need not set it); a
+    body that was already read (a test double, a caching layer) is kept, not read twice."""
+    try:
+        content = response.content
+    except httpx.ResponseNotRead:
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=response.stream,
+            request=request,
+            extensions=response.extensions,
+        )
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=content, request=request
+    )
+
+
 def _key_rejected(response: httpx.Response, body: bytes) -> bool:
     if response.status_code != 400:
         return False
@@ -185,7 +206,7 @@ class _OpenedStream(httpx.SyncByteStream):
         self._answer = answer
 
     def __iter__(self) -> Iterator[bytes]:
-        for data in self._inner.iter_raw():
+        for data in self._inner.iter_bytes():
             yield from self._answer.feed(data)
         self._answer.close()
 
@@ -206,14 +227,7 @@ class AttestedTransport(httpx.BaseTransport):
         keys = self._session.keys()
         for attempt in (1, 2):
             outgoing, sealed = _sealed_request(request, keys)
-            response = self._inner.handle_request(outgoing)
-            response = httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=response.stream,
-                request=outgoing,
-                extensions=response.extensions,
-            )
+            response = _bound(self._inner.handle_request(outgoing), outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
                 answer = _Answer(sealed, body, keys, signed=response.status_code == 200)
                 return httpx.Response(
@@ -243,7 +257,7 @@ class _AsyncOpenedStream(httpx.AsyncByteStream):
         self._answer = answer
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for data in self._inner.aiter_raw():
+        async for data in self._inner.aiter_bytes():
             for piece in self._answer.feed(data):
                 yield piece
         self._answer.close()
@@ -275,14 +289,7 @@ class AsyncAttestedTransport(httpx.AsyncBaseTransport):
         keys = await self._keys()
         for attempt in (1, 2):
             outgoing, sealed = _sealed_request(request, keys)
-            raw = await self._inner.handle_async_request(outgoing)
-            response = httpx.Response(
-                raw.status_code,
-                headers=raw.headers,
-                stream=raw.stream,
-                request=outgoing,
-                extensions=raw.extensions,
-            )
+            response = _bound(await self._inner.handle_async_request(outgoing), outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
                 answer = _Answer(sealed, body, keys, signed=response.status_code == 200)
                 return httpx.Response(

@@ -1,0 +1,287 @@
+"""``cllm verify URL`` and ``cllm chat URL``: the user's own client, which verifies before it
+speaks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cllm.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_UNUSABLE,
+    print_json,
+    read_file,
+    report_error,
+)
+from cllm.errors import ApiError, AttestationError, CllmError, CryptoError
+from cllm.policy import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from cllm.client import Client, Verification, Verifier
+
+__all__ = ["register"]
+
+
+def _verifier(args: argparse.Namespace) -> Verifier:
+    from cllm.client import LocalVerifier, RemoteVerifier
+
+    if args.verifier:
+        if args.policy or args.collateral_dir or args.trust_simulated_root:
+            raise CllmError(
+                "--policy, --collateral-dir and --trust-simulated-root are for --local; "
+                "a verifier service uses its own (choose its policy with --policy-id)",
+                code="usage",
+            )
+        return RemoteVerifier(args.verifier, policy_id=args.policy_id)
+    policy: Policy | None = None
+    if args.policy:
+        policy = parse_policy(read_file(args.policy, "policy"), policy_id=Path(args.policy).stem)
+    return LocalVerifier(
+        policy=policy,
+        trust_simulated_root=Path(args.trust_simulated_root) if args.trust_simulated_root else None,
+        collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
+        pccs_url=args.pccs_url,
+    )
+
+
+_COLOURS = {"affirming": "green", "warning": "yellow", "contraindicated": "red"}
+
+
+def _report(console: Console, result: Verification, *, url: str) -> None:
+    claims = result.claims
+    colour = _COLOURS[result.status]
+    verdict = Text(result.status.upper(), style=f"bold {colour}")
+    if result.simulated:
+        verdict.append("  (simulated TD: not hardware evidence)", style="yellow")
+    console.print(Text("server   ") + Text(url))
+    console.print(Text("verdict  ") + verdict)
+    console.print(Text(f"verifier {result.verifier}, checked at {result.checked_at}"))
+    for reason in result.reasons:
+        console.print(Text(f"  - {reason.code}: {reason.message}", style=colour))
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("TEE", str(claims.get("tee")))
+    tcb = claims.get("tcb") or {}
+    table.add_row("TCB status", str(tcb.get("status")))
+    table.add_row("advisories", ", ".join(tcb.get("advisory_ids") or []) or "none")
+    table.add_row("collateral expires", str(tcb.get("collateral_expires")))
+    td = claims.get("td") or {}
+    for name in (
+        "mrtd",
+        "rtmr0",
+        "rtmr1",
+        "rtmr2",
+        "rtmr3",
+        "mr_seam",
+        "td_attributes",
+        "xfam",
+        "debug",
+    ):
+        if name in td:
+            table.add_row(name, str(td[name]))
+    for component in claims.get("components") or []:
+        table.add_row(
+            str(component.get("type")), f"{component.get('name')}  sha384:{component.get('digest')}"
+        )
+    keys = claims.get("keys") or {}
+    for name in ("signing_key", "hpke_key", "tls_spki_sha256"):
+        table.add_row(name, str(keys.get(name)))
+    policy = claims.get("policy") or {}
+    table.add_row("policy", f"{policy.get('id')} (sha256 {policy.get('sha256')})")
+    console.print(table)
+
+
+def _exit_code(status: str, *, strict: bool) -> int:
+    if status == "affirming":
+        return EXIT_OK
+    if status == "warning":
+        return EXIT_REJECTED if strict else EXIT_OK
+    return EXIT_REJECTED
+
+
+def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    import httpx
+
+    from cllm.client import attest
+
+    try:
+        verifier = _verifier(args)
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
+    progress = console.status("verifying…", spinner="dots") if not args.json else _nothing()
+    with httpx.Client(base_url=args.url.rstrip("/"), timeout=args.timeout) as server, progress:
+        result = attest(server, verifier)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        _report(console, result, url=args.url)
+        if result.status == "warning":
+            console.print(
+                Text("WARNING: ", style="bold yellow")
+                + Text("the server verified only with warnings (see reasons above)")
+            )
+    return _exit_code(result.status, strict=args.strict)
+
+
+class _nothing:  # noqa: N801 - a no-op context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
+    from cllm.client import Client
+
+    try:
+        verifier = _verifier(args)
+    except CllmError as exc:
+        return report_error(exc, as_json=False, console=console)
+    err = Console(stderr=True)
+    client = Client(
+        args.url, verifier=verifier, allow_warning=not args.strict, api_key=args.api_key
+    )
+    with client:
+        result = client.verify()
+        if args.verbose_report:
+            _report(err, result, url=args.url)
+        refused = not result.trusted or (args.strict and result.status != "affirming")
+        if refused:
+            reasons = "; ".join(f"{r.code}: {r.message}" for r in result.reasons) or result.status
+            if not args.unprotected:
+                err.print(
+                    f"[bold red]refusing to send[/bold red]: the server did not verify ({reasons})"
+                )
+                err.print("use --unprotected to talk to it anyway, knowingly")
+                return EXIT_REJECTED
+            err.print(
+                f"[bold red]UNPROTECTED[/bold red]: the server did not verify ({reasons}); "
+                "sending in plaintext to unverified keys because --unprotected was given"
+            )
+            return _chat_unprotected(args, err)
+        colour = _COLOURS[result.status]
+        note = " (simulated TD)" if result.simulated else ""
+        err.print(
+            f"[{colour}]verified: {result.status}{note}[/{colour}]; "
+            "messages are end-to-end encrypted"
+        )
+        return _converse(client, args, err)
+
+
+def _converse(client: Client, args: argparse.Namespace, err: Console) -> int:
+    history: list[dict[str, str]] = []
+    if args.system:
+        history.append({"role": "system", "content": args.system})
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            try:
+                prompt = input("you> ")
+            except EOFError:
+                return EXIT_OK
+            if not prompt.strip():
+                continue
+        else:
+            prompt = sys.stdin.read()
+            if not prompt.strip():
+                err.print("[red]nothing to send on stdin[/red]")
+                return EXIT_UNUSABLE
+        history.append({"role": "user", "content": prompt})
+        parts: list[str] = []
+        try:
+            for chunk in client.chat.completions.create(
+                messages=history, model=args.model, stream=True, max_tokens=args.max_tokens
+            ):
+                sys.stdout.write(chunk.content)
+                sys.stdout.flush()
+                parts.append(chunk.content)
+        except (ApiError, CryptoError, AttestationError) as exc:
+            sys.stdout.write("\n")
+            err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+            return EXIT_REJECTED
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(parts)})
+        if not interactive:
+            return EXIT_OK
+
+
+def _chat_unprotected(args: argparse.Namespace, err: Console) -> int:
+    """``--unprotected``: plain OpenAI API, no verification, no encryption; said loudly."""
+    import httpx
+
+    prompt = sys.stdin.read() if not sys.stdin.isatty() else input("you (UNPROTECTED)> ")
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": args.max_tokens}
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    with httpx.Client(base_url=args.url.rstrip("/"), timeout=600, headers=headers) as http:
+        models = http.get("/v1/models").json()["data"]
+        body["model"] = args.model or models[0]["id"]
+        response = http.post("/v1/chat/completions", json=body)
+    if response.status_code != 200:
+        err.print(f"[red]error[/red] HTTP {response.status_code}: {response.text[:300]}")
+        return EXIT_REJECTED
+    sys.stdout.write(json.loads(response.content)["choices"][0]["message"]["content"] + "\n")
+    return EXIT_OK
+
+
+def _add_verification_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the cllm server, e.g. http://127.0.0.1:8080")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--verifier", metavar="URL", help="a verifier service (its token is checked here)"
+    )
+    where.add_argument("--local", action="store_true", help="verify in this process (the default)")
+    parser.add_argument("--policy", metavar="FILE", help="--local: appraisal policy (TOML)")
+    parser.add_argument(
+        "--policy-id", default="default", help="--verifier: the service's policy id"
+    )
+    parser.add_argument(
+        "--trust-simulated-root",
+        metavar="PEM_FILE",
+        help="--local: accept simulated evidence under this root, at best 'warning'",
+    )
+    parser.add_argument("--collateral-dir", metavar="DIR", help="--local: offline collateral")
+    parser.add_argument("--pccs-url", metavar="URL", help="--local: PCCS or Intel PCS")
+    parser.add_argument("--strict", action="store_true", help="treat 'warning' as a failure")
+    parser.add_argument("--timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="verify a cllm server: evidence, DCAP, measurements, policy",
+        description="Fetch fresh evidence for a new nonce and verify it locally (default) or "
+        "through a verifier service. Exit 0 affirming (or warning, unless --strict), 1 "
+        "contraindicated or not verifiable, 2 usage error.",
+    )
+    _add_verification_flags(verify)
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(handler=_cmd_verify)
+
+    chat = commands.add_parser(
+        "chat",
+        help="verify a cllm server, then chat end-to-end encrypted",
+        description="Refuses to send anything to a server that does not verify, unless "
+        "--unprotected. Interactive on a terminal; with piped stdin, answers once and exits.",
+    )
+    _add_verification_flags(chat)
+    chat.add_argument("--model", help="default: the server's model")
+    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--api-key", help="the server's API key, if it needs one")
+    chat.add_argument(
+        "--unprotected", action="store_true", help="skip verification and encryption (loudly)"
+    )
+    chat.add_argument(
+        "--verbose-report", action="store_true", help="print the full verification report"
+    )
+    chat.set_defaults(handler=_cmd_chat)
