@@ -40,10 +40,11 @@ class ServeProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -95,13 +96,15 @@ def start_serve(
     log = log_path.open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()  # the child holds its own descriptor
-    served = ServeProcess(process, port, log_path)
+    tls = "--tls" in args or "--tls-cert" in args
+    served = ServeProcess(process, port, log_path, "https" if tls else "http")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"cllm serve exited with {process.returncode}:\n{served.log()}")
         try:
-            if httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200:
+            # verify=False: only "is it up"; tests check the certificate against the binding.
+            if httpx.get(f"{served.url}/healthz", timeout=1, verify=False).status_code == 200:
                 return served
         except httpx.HTTPError:
             pass
