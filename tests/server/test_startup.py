@@ -21,8 +21,10 @@ from fastapi.testclient import TestClient
 
 from cllm.errors import CllmError
 from cllm.evidence import check_evidence, parse_evidence
+from cllm.quote import parse_quote
 from cllm.server import ServeSettings, build_runtime, create_app
 from cllm.server._tls import self_signed_tls
+from cllm.tee import SelectedBackend, SimulatedTdBackend, load_simulated_world
 from serving import ui_events
 
 
@@ -140,3 +142,41 @@ def test_tls_certificate_is_bound(tmp_path: Path) -> None:
     spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     assert runtime.keys.binding(bytes(32)).tls_spki_sha256 == hashlib.sha256(spki).digest()
     assert all(key_pem not in path.read_bytes() for path in _files(tmp_path))
+
+
+class _BootLongTd:
+    """A TD whose RTMR3 outlives the server process, as real TDX's does within one boot."""
+
+    name = "boot-long-td"
+
+    def __init__(self, inner: SimulatedTdBackend) -> None:
+        self._inner = inner
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        return self._inner.get_quote(report_data)
+
+    def extend_rtmr3(self, digest: bytes) -> None:
+        self._inner.extend_rtmr3(digest)
+
+    def read_ccel(self) -> tuple[bytes, bytes] | None:
+        return self._inner.read_ccel()
+
+
+def test_a_restart_within_one_boot_continues_the_rtmr3_log(tmp_path: Path) -> None:
+    world = load_simulated_world(tmp_path / "state", clock=time.time)
+    td = SelectedBackend(_BootLongTd(SimulatedTdBackend(world)), "test", tmp_path / "state")
+    settings = _settings(tmp_path / "state", event_log=tmp_path / "run" / "events.jsonl")
+    first, _ = build_runtime(settings, argv=["cllm"], clock=time.time, backend=td)
+    second, report = build_runtime(settings, argv=["cllm"], clock=time.time, backend=td)
+    assert len(second.events) == 2 * len(first.events)
+    assert second.events[: len(first.events)] == first.events
+    nonce = os.urandom(32)
+    with TestClient(create_app(second)) as client:
+        document = client.get("/v1/attestation/report", params={"nonce": nonce.hex()}).content
+    assert check_evidence(parse_evidence(document), expected_nonce=nonce).ok
+    assert report.rtmr3 == parse_quote(td.backend.get_quote(bytes(64))).td_report.rtmr3
+    # The log is gone but the register is not: the server must not start.
+    settings.event_log.unlink()
+    with pytest.raises(CllmError) as caught:
+        build_runtime(settings, argv=["cllm"], clock=time.time, backend=td)
+    assert caught.value.code == "rtmr3_unexplained"

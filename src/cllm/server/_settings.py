@@ -29,6 +29,9 @@ class ServeSettings(BaseSettings):
     ollama_models: Path | None = None  # Ollama's model store; default ~/.ollama/models
     tee: Literal["auto", "tdx", "simulated"] = "auto"
     sys_root: Path = Path("/")
+    # Real TDX: the RTMR3 event log, kept across restarts within one boot (tmpfs: a reboot
+    # resets RTMR3 and clears it alike).
+    event_log: Path = Path("/run/cllm/rtmr3-events.jsonl")
     verifier: str | None = None
     api_key: SecretStr | None = None
     state_dir: Path

@@ -21,10 +21,11 @@ from cllm.engine import (
 )
 from cllm.errors import ServerError
 from cllm.measure import Event, EventLog, OllamaModel, measure_startup
+from cllm.quote import parse_quote
 from cllm.server._keys import ServerKeys, check_tls_pair
 from cllm.server._runtime import Runtime
 from cllm.server._settings import ServeSettings
-from cllm.tee import rtmr3_extender, select_backend
+from cllm.tee import SelectedBackend, SimulatedTdBackend, rtmr3_extender, select_backend
 
 __all__ = ["DEFAULT_OLLAMA_UPSTREAM", "StartupReport", "build_runtime", "static_dir"]
 
@@ -70,11 +71,14 @@ def build_runtime(
     clock: Callable[[], float],
     tls_cert_pem: bytes | None = None,
     console: Console | None = None,
+    backend: SelectedBackend | None = None,
 ) -> tuple[Runtime, StartupReport]:
     """Everything ``cllm serve`` does before it listens. Raises ``CllmError`` subclasses with
     codes (``model_not_found``, ``engine_unmeasured``, ``tsm_unavailable``, ...).
     ``tls_cert_pem`` is the in-memory certificate of ``--tls self-signed``; with
-    ``--tls-cert`` the file is read instead. Its SPKI hash goes into every binding."""
+    ``--tls-cert`` the file is read instead. Its SPKI hash goes into every binding.
+    ``backend`` replaces ``select_backend`` (tests inject a TD whose RTMR3 survives a
+    "restart")."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ServerError("--tls-cert and --tls-key go together", code="tls_invalid")
     if settings.tls_cert is not None and settings.tls_self_signed:
@@ -103,7 +107,7 @@ def build_runtime(
             )
         model_arg = settings.model_path
 
-    chosen = select_backend(
+    chosen = backend or select_backend(
         settings.tee, root=settings.sys_root, state_dir=settings.state_dir, clock=clock
     )
     ui = static_dir() if settings.ui_dir is None else settings.ui_dir
@@ -116,7 +120,7 @@ def build_runtime(
         ui_dir=ui if (ui / "index.html").is_file() else None,
         console=console,
     )
-    log = EventLog(rtmr3_extender(chosen.backend))
+    log = _event_log(chosen, settings.event_log)
     for event in events:
         log.append(event)
     extended = log.events()
@@ -142,6 +146,33 @@ def build_runtime(
         model=engine.model.id,
     )
     return runtime, report
+
+
+def _event_log(chosen: SelectedBackend, path: Path) -> EventLog:
+    """The RTMR3 log. A simulated TD starts at zero with every process. On real TDX, RTMR3
+    lives as long as the boot: a restarted server continues the log of the one before (kept
+    in ``path``, on tmpfs), after checking the register holds exactly that log; anything else
+    makes every later quote unverifiable, so the server refuses to start."""
+    extend = rtmr3_extender(chosen.backend)
+    if isinstance(chosen.backend, SimulatedTdBackend):
+        return EventLog(extend)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServerError(
+            f"cannot create {path.parent} for the RTMR3 event log: {exc.strerror}",
+            code="eventlog_io",
+        ) from exc
+    log = EventLog(extend, sink=path, resume=True)
+    current = parse_quote(chosen.backend.get_quote(bytes(64))).td_report.rtmr3
+    if current != log.rtmrs()[3]:
+        log.close()
+        raise ServerError(
+            f"RTMR3 holds measurements that {path} does not explain ({len(log.events())} "
+            "logged events); quotes from this boot cannot be verified: reboot the TD",
+            code="rtmr3_unexplained",
+        )
+    return log
 
 
 def _engine(
