@@ -29,18 +29,17 @@ from cllm.measure import (
     parse_event_log,
 )
 from cllm.tee import (
-    SIMULATED_QE_VENDOR_ID,
     SimulatedTdBackend,
     TdxBackend,
     default_state_dir,
     load_simulated_world,
     rtmr3_extender,
     select_backend,
+    simulation_trust_root,
 )
 from cllm.verify import (
     Collateral,
     QuoteVerifier,
-    TrustRoot,
     intel_root,
     load_collateral,
 )
@@ -119,11 +118,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     try:
         evidence = parse_evidence(read_file(args.file, "evidence"))
         if args.trust_simulated_root:
-            root = TrustRoot.from_pem_file(
-                args.trust_simulated_root,
-                name="simulation root",
-                qe_vendor_id=SIMULATED_QE_VENDOR_ID,
-            )
+            root = simulation_trust_root(Path(args.trust_simulated_root))
         else:
             root = intel_root()
         if args.collateral:

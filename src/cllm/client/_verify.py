@@ -20,13 +20,12 @@ from cllm.client._channel import PinnedKeys
 from cllm.errors import CllmError
 from cllm.evidence import NONCE_SIZE, parse_evidence
 from cllm.policy import Policy, Reason, default_policy
-from cllm.tee import SIMULATED_QE_VENDOR_ID
+from cllm.tee import simulation_trust_root
 from cllm.token import verify_token
 from cllm.verifier import CollateralSource, EvidenceAppraiser
 from cllm.verify import (
     CollateralFetcher,
     QuoteVerifier,
-    TrustRoot,
     default_collateral_url,
     intel_root,
 )
@@ -125,17 +124,7 @@ class LocalVerifier:
         self._clock = clock
         simulated = None
         if trust_simulated_root is not None:
-            _log.warning(
-                "simulated evidence is trusted under %s (never better than warning)",
-                trust_simulated_root,
-            )
-            root = TrustRoot.from_pem_file(
-                trust_simulated_root, name="simulation root", qe_vendor_id=SIMULATED_QE_VENDOR_ID
-            )
-            if root.is_intel_production:
-                raise CllmError(
-                    "--trust-simulated-root must not be Intel's root", code="config_invalid"
-                )
+            root = simulation_trust_root(trust_simulated_root)
             simulated = QuoteVerifier(trust_root=root)
         fetcher = CollateralFetcher(
             base_url=pccs_url or default_collateral_url(),

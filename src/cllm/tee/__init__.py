@@ -19,7 +19,12 @@ from cllm.tee._sim_dcap import (
     SimulatedTd,
     TdxModuleIdentityParams,
 )
-from cllm.tee._simulated import SimulatedTdBackend, SimulatedWorld, load_simulated_world
+from cllm.tee._simulated import (
+    SimulatedTdBackend,
+    SimulatedWorld,
+    load_simulated_world,
+    simulation_trust_root,
+)
 from cllm.tee._state import default_state_dir
 from cllm.tee._tdx import TdxBackend
 
@@ -49,4 +54,5 @@ __all__ = [
     "load_simulated_world",
     "rtmr3_extender",
     "select_backend",
+    "simulation_trust_root",
 ]

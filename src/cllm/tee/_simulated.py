@@ -21,14 +21,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from cllm.errors import TeeError
+from cllm.errors import CllmError, TeeError
 from cllm.measure import RTMR_SIZE, ZERO_RTMR, TcgEvent, build_ccel, extend, replay_ccel
 from cllm.tee._backend import REPORT_DATA_SIZE
-from cllm.tee._sim_dcap import SimulatedDcap, SimulatedTd
+from cllm.tee._sim_dcap import SIMULATED_QE_VENDOR_ID, SimulatedDcap, SimulatedTd
 from cllm.tee._state import ensure_dir, publish_file, read_or_create_secret
-from cllm.verify import Collateral
+from cllm.verify import Collateral, TrustRoot
 
-__all__ = ["SimulatedTdBackend", "SimulatedWorld", "load_simulated_world"]
+__all__ = [
+    "SimulatedTdBackend",
+    "SimulatedWorld",
+    "load_simulated_world",
+    "simulation_trust_root",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -161,3 +166,16 @@ class SimulatedTdBackend:
 
     def read_ccel(self) -> tuple[bytes, bytes] | None:
         return self._ccel
+
+
+def simulation_trust_root(path: Path) -> TrustRoot:
+    """A simulation root a verifier was told to trust (``--trust-simulated-root``): its quotes
+    name the simulated QE vendor, and it must not be Intel's root (simulated evidence would
+    then be judged as hardware evidence)."""
+    root = TrustRoot.from_pem_file(
+        path, name="simulation root", qe_vendor_id=SIMULATED_QE_VENDOR_ID
+    )
+    if root.is_intel_production:
+        raise CllmError("--trust-simulated-root must not be Intel's root", code="config_invalid")
+    _log.warning("trusting SIMULATED evidence under %s (at best 'warning')", root.sha256)
+    return root

@@ -25,9 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
-from cllm.errors import CllmError
 from cllm.policy import Policy, load_policies
-from cllm.tee import SIMULATED_QE_VENDOR_ID
+from cllm.tee import simulation_trust_root
 from cllm.token import TokenSigner
 from cllm.verifier._appraise import EvidenceAppraiser
 from cllm.verifier._collateral_source import CollateralSource
@@ -35,7 +34,6 @@ from cllm.verifier._settings import VerifierSettings
 from cllm.verify import (
     CollateralFetcher,
     QuoteVerifier,
-    TrustRoot,
     default_collateral_url,
     intel_root,
 )
@@ -134,16 +132,7 @@ def load_state(
     policies = load_policies(settings.policy_dir)
     simulated = None
     if settings.trust_simulated_root is not None:
-        root = TrustRoot.from_pem_file(
-            settings.trust_simulated_root,
-            name="simulation root",
-            qe_vendor_id=SIMULATED_QE_VENDOR_ID,
-        )
-        if root.is_intel_production:
-            raise CllmError(
-                "--trust-simulated-root must not be Intel's root", code="config_invalid"
-            )
-        _log.warning("trusting SIMULATED evidence under %s (at best 'warning')", root.sha256)
+        root = simulation_trust_root(settings.trust_simulated_root)
         simulated = QuoteVerifier(trust_root=root)
     url = settings.pccs_url or default_collateral_url()
     fetcher = CollateralFetcher(base_url=url, client=httpx.Client(timeout=30.0), clock=clock)
