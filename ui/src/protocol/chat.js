@@ -91,7 +91,12 @@ export async function streamChat({
     // Not sealed: at most an error from something in between, unauthenticated.
     const text = await response.text().catch(() => "");
     const what = response.ok ? "an unsealed answer" : errorMessage(response.status, text);
-    return { ...result, error: `Refused ${what}: not from the attested server.` };
+    return {
+      ...result,
+      error:
+        `Refused ${what}: not from the attested server. ` +
+        "If the server restarted, start a new chat to check it again.",
+    };
   }
   if (!sealed && !response.ok) {
     const text = await response.text().catch(() => "");
