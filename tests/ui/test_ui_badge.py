@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import jwt
 from playwright.sync_api import Page, Route, expect
 
-from conftest import Stack, Watch, badge, open_ui, settled_badge
+from browsing import Stack, Watch, badge, open_ui, settled_badge
 from serving import free_port, http
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from conftest import Stack, Watch, ask, badge, open_ui, settled_badge
+from browsing import Stack, Watch, ask, badge, open_ui, settled_badge
 from proxying import RecordingProxy
 from serving import free_port
 

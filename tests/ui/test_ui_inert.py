@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from conftest import Impostor, Stack, Watch, ask, badge, open_ui, settled_badge
+from browsing import Impostor, Stack, Watch, ask, badge, open_ui, settled_badge
 
 PAYLOAD = "<img src=x onerror=window.__xss=1;alert(1)>"
 CODE = "print('<b>hi</b>')"
