@@ -2,62 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from serving import ServeProcess, free_port, start_serve
-
-MODEL = "smollm2-135m-instruct"
-
-
-@dataclass
-class VerifierProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def start_verifier(*, trust: Path | None, state_dir: Path, log: Path) -> VerifierProcess:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from cllm.cli import main; sys.exit(main())",
-        "verifier",
-        "serve",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(state_dir),
-        "--pccs-url",
-        "http://127.0.0.1:9",
-    ]
-    if trust is not None:
-        command += ["--trust-simulated-root", str(trust)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    verifier = VerifierProcess(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text())
-        try:
-            if httpx.get(f"{verifier.url}/healthz", timeout=1).status_code == 200:
-                return verifier
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    verifier.stop()
-    raise RuntimeError("verifier did not start")
+from serving import ServeProcess, VerifierProcess, start_serve, start_verifier
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,7 @@ from cllm.client import (
 )
 from cllm.crypto import SigningKey
 from cllm.errors import AttestationError, CryptoError
-from conftest import MODEL, VerifierProcess
-from serving import ServeProcess, start_serve
+from serving import MODEL, ServeProcess, VerifierProcess, start_serve
 
 Edit = Callable[[httpx.Request, httpx.Response], httpx.Response]
 

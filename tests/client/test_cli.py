@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from cllm.cli import main
-from conftest import VerifierProcess
 from proxying import RecordingProxy
-from serving import ServeProcess
+from serving import ServeProcess, VerifierProcess
 
 REQUIRED = {"status", "reasons", "tee", "simulated", "tcb", "td", "components", "keys"}
 

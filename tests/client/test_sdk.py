@@ -17,9 +17,8 @@ from cllm.client import (
     openai_http_client,
 )
 from cllm.errors import AttestationError
-from conftest import MODEL, VerifierProcess
 from proxying import RecordingProxy
-from serving import ServeProcess
+from serving import MODEL, ServeProcess, VerifierProcess
 
 MESSAGES = [{"role": "user", "content": "My favourite bird is the GANNET-8841. Say hi."}]
 

@@ -13,8 +13,6 @@ from cllm.client import PinnedKeys
 from cllm.evidence import check_evidence, parse_evidence
 from serving import ServeProcess, http, start_serve
 
-MODEL = "smollm2-135m-instruct"
-
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:

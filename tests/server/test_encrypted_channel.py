@@ -12,9 +12,8 @@ import pytest
 from cllm.client import PinnedKeys, post
 from cllm.crypto import ResponseOpener, request_aad, seal_request
 from cllm.errors import CryptoError
-from conftest import MODEL
 from proxying import RecordingProxy
-from serving import ServeProcess, http
+from serving import MODEL, ServeProcess, http
 
 SECRET_PROMPT = "My locker code is 7391-QUOKKA. Repeat the locker code back to me."
 

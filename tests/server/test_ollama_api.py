@@ -7,8 +7,7 @@ import pytest
 
 from cllm.client import PinnedKeys
 from cllm.crypto import verify_answer
-from conftest import MODEL
-from serving import ServeProcess, http
+from serving import MODEL, ServeProcess, http
 
 OPTIONS = {"num_predict": 12, "temperature": 0, "seed": 5}
 

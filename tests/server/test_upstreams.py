@@ -16,8 +16,7 @@ import openai
 import pytest
 
 from cllm.engine import default_model_path
-from conftest import MODEL
-from serving import ServeProcess, http, start_serve, ui_events
+from serving import MODEL, ServeProcess, http, start_serve, ui_events
 
 PROMPT = [{"role": "user", "content": "Describe a lighthouse in two sentences."}]
 
