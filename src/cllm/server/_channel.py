@@ -10,7 +10,6 @@ seals it when the request was sealed. Routes never see ciphertext or keys.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -28,24 +27,22 @@ from cllm.crypto import (
     open_request,
     request_aad,
 )
-from cllm.errors import CllmError, CryptoError
+from cllm.errors import CryptoError, ServerError
 from cllm.server._keys import ServerKeys
 
 __all__ = [
-    "BodyTooLargeError",
+    "NDJSON_MEDIA_TYPE",
+    "SSE_MEDIA_TYPE",
     "Channel",
     "FinalRecord",
     "Part",
+    "json_bytes",
     "open_channel",
+    "sse",
 ]
 
-_log = logging.getLogger(__name__)
-
-_SSE: Final = "text/event-stream"
-
-
-class BodyTooLargeError(CllmError):
-    default_code = "body_too_large"
+SSE_MEDIA_TYPE: Final = "text/event-stream"
+NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +62,13 @@ Part = bytes | FinalRecord
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BodyTooLargeError(f"request body over {limit} bytes")
+        raise ServerError(f"request body over {limit} bytes", code="body_too_large")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLargeError(f"request body over {limit} bytes")
+            raise ServerError(f"request body over {limit} bytes", code="body_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -155,7 +152,3 @@ def json_bytes(doc: object) -> bytes:
 
 def sse(doc: object) -> bytes:
     return b"data: " + json_bytes(doc) + b"\n\n"
-
-
-SSE_MEDIA_TYPE: Final = _SSE
-NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
