@@ -28,11 +28,9 @@ from browsing import (
     Watch,
     artifact_name,
     console_text,
-    stop,
-    wait_healthy,
 )
 from cllm.server._startup import static_dir
-from serving import free_port, start_serve
+from serving import start_serve, start_verifier
 
 _LAUNCH = "import sys; from cllm.cli import main; sys.exit(main())"
 
@@ -58,41 +56,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         check=True,
         capture_output=True,
     )
-    port = free_port()
-    verifier_url = f"http://127.0.0.1:{port}"
     verifier_state = root / "verifier-state"
-    verifier_log = root / "verifier.log"
-    with verifier_log.open("wb") as log:
-        verifier = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _LAUNCH,
-                "verifier",
-                "serve",
-                "--port",
-                str(port),
-                "--state-dir",
-                str(verifier_state),
-                "--trust-simulated-root",
-                str(state / "simulated" / "root-ca.pem"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    verifier = start_verifier(
+        trust=state / "simulated" / "root-ca.pem",
+        state_dir=verifier_state,
+        log=root / "verifier.log",
+    )
     try:
-        wait_healthy(verifier_url, verifier, verifier_log)
         server = start_serve(
-            ["--verifier", verifier_url], state_dir=state, log_path=root / "serve.log"
+            ["--verifier", verifier.url], state_dir=state, log_path=root / "serve.log"
         )
     except BaseException:
-        stop(verifier)
+        verifier.stop()
         raise
     try:
-        yield Stack(server, verifier_url, verifier_state)
+        yield Stack(server, verifier.url, verifier_state)
     finally:
         server.stop()
-        stop(verifier)
+        verifier.stop()
 
 
 # --- browser -----------------------------------------------------------------------------------
