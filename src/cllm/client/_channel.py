@@ -16,6 +16,7 @@ import httpx
 
 from cllm.crypto import (
     RESPONSE_CONTENT_TYPE,
+    SIGNATURE_MARKER,
     ResponseOpener,
     SignedAnswer,
     request_aad,
@@ -52,31 +53,47 @@ class Answer:
 
 @dataclass(slots=True)
 class AnswerStream:
-    """Plaintext pieces of one answer as they arrive; ``finish()`` checks the signature over
-    all of them. Sealed answers are opened record by record (reordering, dropping, replaying
-    or truncating fails with ``CryptoError``)."""
+    """Plaintext pieces of one answer as they arrive; ``finish()`` returns the answer with its
+    signature checked. Sealed answers are opened record by record (reordering, dropping,
+    replaying or truncating fails with ``CryptoError``), and since a record is always whole,
+    the signature is checked as soon as the record carrying it is in: before that record
+    reaches the caller, who may stop reading there (the ``openai`` client stops at
+    ``[DONE]``)."""
 
     request_body: bytes
     keys: PinnedKeys
     opener: ResponseOpener | None
     status_code: int = 0
     _received: list[bytes] = field(default_factory=list)
+    _signed: SignedAnswer | None = None
+
+    def _verify(self) -> SignedAnswer:
+        return verify_answer(
+            b"".join(self._received),
+            request_body=self.request_body,
+            signing_key=self.keys.signing_key,
+        )
 
     def feed(self, data: bytes) -> list[bytes]:
-        pieces = self.opener.feed(data) if self.opener is not None else [data]
-        self._received.extend(pieces)
+        if self.opener is None:  # plain bytes: a chunk may end inside the signature member
+            self._received.append(data)
+            return [data]
+        pieces = self.opener.feed(data)
+        for piece in pieces:
+            self._received.append(piece)
+            if self.status_code == 200 and SIGNATURE_MARKER in piece:
+                self._signed = self._verify()
         return pieces
 
     def finish(self) -> Answer:
+        """The whole answer; raises ``CryptoError`` when it is truncated or its signature is
+        missing or wrong (only successful answers carry one)."""
         if self.opener is not None:
             self.opener.close()
         body = b"".join(self._received)
         if self.status_code != 200:
             return Answer(self.status_code, body, None)
-        signed = verify_answer(
-            body, request_body=self.request_body, signing_key=self.keys.signing_key
-        )
-        return Answer(self.status_code, body, signed)
+        return Answer(self.status_code, body, self._signed or self._verify())
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,13 @@ from typing import Final
 
 import httpx
 
-from cllm.client._channel import PinnedKeys
+from cllm.client._channel import AnswerStream, PinnedKeys
 from cllm.client._verify import Verification, Verifier, attest
 from cllm.crypto import (
     RESPONSE_CONTENT_TYPE,
-    SIGNATURE_MARKER,
-    ResponseOpener,
     SealedRequest,
     request_aad,
     seal_request,
-    verify_answer,
 )
 from cllm.errors import AttestationError, CryptoError
 
@@ -105,37 +102,6 @@ class AttestedSession:
         self._http.close()
 
 
-class _Answer:
-    """Opens one sealed answer and checks its signature as soon as the signed record is in."""
-
-    def __init__(self, sealed: SealedRequest, body: bytes, keys: PinnedKeys, *, signed: bool):
-        self._opener: ResponseOpener = sealed.opener()
-        self._body = body
-        self._keys = keys
-        self._signed = signed  # only successful answers carry a signature
-        self._received: list[bytes] = []
-        self._checked = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        pieces = self._opener.feed(data)
-        for piece in pieces:
-            self._received.append(piece)
-            if self._signed and SIGNATURE_MARKER in piece:
-                # Verify before the record that completes the answer reaches the caller.
-                verify_answer(
-                    b"".join(self._received),
-                    request_body=self._body,
-                    signing_key=self._keys.signing_key,
-                )
-                self._checked = True
-        return pieces
-
-    def close(self) -> None:
-        self._opener.close()
-        if self._signed and not self._checked:
-            raise CryptoError("the answer carries no signature", code="signature_missing")
-
-
 def _is_stream(body: bytes) -> bool:
     try:
         doc = json.loads(body)
@@ -201,14 +167,14 @@ def _opened_headers(response: httpx.Response, *, stream: bool) -> list[tuple[str
 
 
 class _OpenedStream(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.Response, answer: _Answer) -> None:
+    def __init__(self, inner: httpx.Response, answer: AnswerStream) -> None:
         self._inner = inner
         self._answer = answer
 
     def __iter__(self) -> Iterator[bytes]:
         for data in self._inner.iter_bytes():
             yield from self._answer.feed(data)
-        self._answer.close()
+        self._answer.finish()
 
     def close(self) -> None:
         self._inner.close()
@@ -229,7 +195,7 @@ class AttestedTransport(httpx.BaseTransport):
             outgoing, sealed = _sealed_request(request, keys)
             response = _bound(self._inner.handle_request(outgoing), outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
-                answer = _Answer(sealed, body, keys, signed=response.status_code == 200)
+                answer = AnswerStream(body, keys, sealed.opener(), response.status_code)
                 return httpx.Response(
                     response.status_code,
                     headers=_opened_headers(response, stream=_is_stream(body)),
@@ -252,7 +218,7 @@ class AttestedTransport(httpx.BaseTransport):
 
 
 class _AsyncOpenedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.Response, answer: _Answer) -> None:
+    def __init__(self, inner: httpx.Response, answer: AnswerStream) -> None:
         self._inner = inner
         self._answer = answer
 
@@ -260,7 +226,7 @@ class _AsyncOpenedStream(httpx.AsyncByteStream):
         async for data in self._inner.aiter_bytes():
             for piece in self._answer.feed(data):
                 yield piece
-        self._answer.close()
+        self._answer.finish()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -291,7 +257,7 @@ class AsyncAttestedTransport(httpx.AsyncBaseTransport):
             outgoing, sealed = _sealed_request(request, keys)
             response = _bound(await self._inner.handle_async_request(outgoing), outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
-                answer = _Answer(sealed, body, keys, signed=response.status_code == 200)
+                answer = AnswerStream(body, keys, sealed.opener(), response.status_code)
                 return httpx.Response(
                     response.status_code,
                     headers=_opened_headers(response, stream=_is_stream(body)),
