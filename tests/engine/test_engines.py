@@ -18,6 +18,7 @@ from cllm.engine import (
     OpenAIEngine,
     Sampling,
     TextPiece,
+    complete,
     default_model_path,
 )
 from cllm.errors import EngineError
@@ -41,21 +42,12 @@ def engine() -> LlamaCppEngine:
     return LlamaCppEngine(model_path=default_model_path(), model=model, n_ctx=1024, n_threads=1)
 
 
-async def _collect(engine: LlamaCppEngine, request: ChatRequest) -> tuple[str, Finish]:
-    texts: list[str] = []
-    async for item in engine.chat(request):
-        if isinstance(item, Finish):
-            return "".join(texts), item
-        texts.append(item.text)
-    raise AssertionError("no Finish")
-
-
 def test_llama_engine_generates_and_queues(engine: LlamaCppEngine) -> None:
     async def run() -> list[tuple[str, Finish]]:
         await engine.start()
         assert await engine.ready()
         # Three at once share one llama.cpp context: they queue and each gets its own answer.
-        return await asyncio.gather(*(_collect(engine, REQUEST) for _ in range(3)))
+        return await asyncio.gather(*(complete(engine, REQUEST) for _ in range(3)))
 
     results = asyncio.run(run())
     assert results[0][0]
@@ -81,7 +73,7 @@ def test_llama_engine_stops_when_the_consumer_leaves(engine: LlamaCppEngine) -> 
         await stream.aclose()  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await _collect(engine, REQUEST)  # would wait ~900 tokens if the first kept going
+        await complete(engine, REQUEST)  # would wait ~900 tokens if the first kept going
         return loop.time() - started
 
     assert asyncio.run(run()) < 8

@@ -11,6 +11,7 @@ from cllm.engine._types import (
     ModelInfo,
     Sampling,
     TextPiece,
+    complete,
 )
 from cllm.engine._upstream import OllamaEngine, OpenAIEngine
 
@@ -27,5 +28,6 @@ __all__ = [
     "OpenAIEngine",
     "Sampling",
     "TextPiece",
+    "complete",
     "default_model_path",
 ]

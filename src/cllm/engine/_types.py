@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from cllm.errors import EngineError
+
 __all__ = [
     "ChatMessage",
     "ChatRequest",
@@ -19,6 +21,7 @@ __all__ = [
     "ModelInfo",
     "Sampling",
     "TextPiece",
+    "complete",
 ]
 
 FinishReason = Literal["stop", "length"]
@@ -86,3 +89,13 @@ class Engine(Protocol):
     def chat(self, request: ChatRequest) -> AsyncIterator[TextPiece | Finish]: ...
 
     async def aclose(self) -> None: ...
+
+
+async def complete(engine: Engine, request: ChatRequest) -> tuple[str, Finish]:
+    """The whole answer of a non-streamed request: its text and its ``Finish``."""
+    texts: list[str] = []
+    async for item in engine.chat(request):
+        if isinstance(item, Finish):
+            return "".join(texts), item
+        texts.append(item.text)
+    raise EngineError("the engine ended without finishing", code="engine_failed")

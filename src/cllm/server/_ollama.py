@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from cllm.engine import ChatRequest, Engine, Finish, ModelInfo
+from cllm.engine import ChatRequest, Engine, Finish, ModelInfo, complete
 from cllm.errors import CllmError, EngineError
 from cllm.server._channel import (
     NDJSON_MEDIA_TYPE,
@@ -83,16 +83,8 @@ async def _stream(
 
 async def _whole(engine: Engine, request: ChatRequest, *, model: str, shape: _Shape) -> bytes:
     started = time.perf_counter_ns()
-    texts: list[str] = []
-    finish: Finish | None = None
-    async for item in engine.chat(request):
-        if isinstance(item, Finish):
-            finish = item
-        else:
-            texts.append(item.text)
-    if finish is None:
-        raise EngineError("the engine ended without finishing", code="engine_failed")
-    doc = {"model": model, "created_at": _now()} | shape("".join(texts))
+    text, finish = await complete(engine, request)
+    doc = {"model": model, "created_at": _now()} | shape(text)
     return json_bytes(doc | {"done": True} | _stats(finish, started))
 
 

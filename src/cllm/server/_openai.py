@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from cllm.engine import ChatRequest, Engine, Finish
+from cllm.engine import ChatRequest, Engine, Finish, complete
 from cllm.errors import CllmError, EngineError
 from cllm.server._channel import (
     SSE_MEDIA_TYPE,
@@ -67,15 +67,7 @@ async def _stream(
 
 
 async def _whole(engine: Engine, request: ChatRequest, *, model: str) -> bytes:
-    texts: list[str] = []
-    finish: Finish | None = None
-    async for item in engine.chat(request):
-        if isinstance(item, Finish):
-            finish = item
-        else:
-            texts.append(item.text)
-    if finish is None:
-        raise EngineError("the engine ended without finishing", code="engine_failed")
+    text, finish = await complete(engine, request)
     return json_bytes(
         {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -85,7 +77,7 @@ async def _whole(engine: Engine, request: ChatRequest, *, model: str) -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(texts)},
+                    "message": {"role": "assistant", "content": text},
                     "finish_reason": finish.reason,
                 }
             ],
