@@ -47,7 +47,6 @@ import logging
 import os
 import platform
 import secrets
-import shutil
 import socket
 import statistics
 import subprocess
@@ -59,7 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-HOST: Final = "127.0.0.1"
+from _procs import HOST, cllm_command, free_port, process_cpu
+
 CHAT_PATH: Final = "/v1/chat/completions"
 START_TIMEOUT: Final = 120.0  # seconds for a server to answer /healthz (model load included)
 REQUEST_TIMEOUT: Final = 300.0
@@ -80,33 +80,6 @@ _log = logging.getLogger("bench.serve")
 
 # --------------------------------------------------------------------------------------------
 # processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def cllm_command() -> list[str]:
-    script = Path(sys.executable).with_name("cllm")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("cllm")
-    if found is None:
-        raise SystemExit("the `cllm` command is not installed (run `make run` first)")
-    return [found]
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc); 0.0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int, tid: int | None = None) -> float:

@@ -43,8 +43,6 @@ import math
 import os
 import platform
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,13 +56,13 @@ from rich.console import Console
 from rich.table import Table
 from starlette.types import Message
 
+from _procs import HOST, cllm_command, free_port, process_cpu
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
 from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
 
-HOST = "127.0.0.1"
 PATH = "/v1/attestation"
 START_TIMEOUT = 30.0  # seconds for the server to answer /healthz
 REQUEST_TIMEOUT = 30.0
@@ -84,13 +82,6 @@ class Phase:
     server_cpu: float = 0.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def make_body(world: SimulatedWorld) -> bytes:
     """One request body: simulated evidence with fresh throwaway keys bound to a fresh nonce,
     and the simulated collateral (built the way tests/verifier/test_app.py does)."""
@@ -108,26 +99,6 @@ def make_body(world: SimulatedWorld) -> bytes:
     )
     request = {"evidence": evidence.to_json(), "nonce": nonce.hex(), "policy": "default"}
     return json.dumps(request).encode()
-
-
-def cllm_command() -> list[str]:
-    script = Path(sys.executable).with_name("cllm")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("cllm")
-    if found is None:
-        raise SystemExit("the `cllm` command is not installed (run `make run` first)")
-    return [found]
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc); 0.0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
