@@ -26,6 +26,10 @@ class Runtime:
     tee: SelectedBackend
     events: tuple[Event, ...]  # exactly what was extended into RTMR3, in order
     ui_measured: bool
+    # Simulated collateral is part of the simulation, made once so every report carries the
+    # same bytes (verifiers then decode and check it once); real TDX collateral comes from the
+    # verifier's PCCS/PCS, not from this server.
+    collateral: Collateral | None
     # One quote at a time: configfs-tsm has one report entry per writer, and quotes are cheap
     # to serialise against how rarely clients ask.
     _quote_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -34,12 +38,6 @@ class Runtime:
     def simulated(self) -> bool:
         return isinstance(self.tee.backend, SimulatedTdBackend)
 
-    def _collateral(self) -> Collateral | None:
-        backend = self.tee.backend
-        # Simulated collateral is part of the simulation; real TDX collateral comes from the
-        # verifier's PCCS/PCS (cached there), not from this server.
-        return backend.world.collateral() if isinstance(backend, SimulatedTdBackend) else None
-
     def _evidence(self, nonce: bytes) -> dict[str, Any]:
         with self._quote_lock:
             evidence = build_evidence(
@@ -47,7 +45,7 @@ class Runtime:
                 tee=self.tee.evidence_tee,
                 binding=self.keys.binding(nonce),
                 events=self.events,
-                collateral=self._collateral(),
+                collateral=self.collateral,
             )
         return evidence.to_json()
 

@@ -26,6 +26,7 @@ from cllm.server._keys import ServerKeys, check_tls_pair
 from cllm.server._runtime import Runtime
 from cllm.server._settings import ServeSettings
 from cllm.tee import SelectedBackend, SimulatedTdBackend, rtmr3_extender, select_backend
+from cllm.verify import Collateral
 
 __all__ = ["DEFAULT_OLLAMA_UPSTREAM", "StartupReport", "build_runtime", "static_dir"]
 
@@ -136,6 +137,7 @@ def build_runtime(
         tee=chosen,
         events=extended,
         ui_measured=any(e.type == "cllm.ui" for e in extended),
+        collateral=_simulated_collateral(chosen),
     )
     report = StartupReport(
         tee=chosen.evidence_tee,
@@ -146,6 +148,11 @@ def build_runtime(
         model=engine.model.id,
     )
     return runtime, report
+
+
+def _simulated_collateral(chosen: SelectedBackend) -> Collateral | None:
+    backend = chosen.backend
+    return backend.world.collateral() if isinstance(backend, SimulatedTdBackend) else None
 
 
 def _event_log(chosen: SelectedBackend, path: Path) -> EventLog:
