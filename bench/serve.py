@@ -248,7 +248,8 @@ class DirectEngine:
         self.process.stdin.write(json.dumps(options).encode() + b"\n")
         self.process.stdin.flush()
         doc = read_line(self.process, "direct")
-        return Trial(times=doc["times"], text=doc["text"], finish_reason=doc["finish_reason"])
+        times = doc["times"]
+        return Trial(times, doc["text"], doc["finish_reason"], tokens=len(times))
 
     def stop(self) -> None:
         if self.process.stdin is not None:
@@ -538,6 +539,7 @@ class SseTokens:
         self.finish_reason: str | None = None
         self.done = False
         self.signed = False
+        self.completion_tokens: int | None = None  # from the usage record
         self.errors: list[str] = []
 
     def feed(self, data: bytes, now: float) -> None:
@@ -564,6 +566,8 @@ class SseTokens:
                     self.errors.append(str(doc["error"]))
                 if "cllm_signature" in doc:
                     self.signed = True
+                if isinstance(doc.get("usage"), dict):
+                    self.completion_tokens = doc["usage"].get("completion_tokens")
                 for choice in doc.get("choices") or ():
                     text = (choice.get("delta") or {}).get("content")
                     if text:
@@ -579,13 +583,12 @@ class SseTokens:
 
 @dataclass
 class Trial:
-    times: list[float]  # seconds after the request started, one per content chunk
+    times: list[float]  # seconds after the request started, one per content chunk or event
     text: str
     finish_reason: str | None
-
-    @property
-    def tokens(self) -> int:
-        return len(self.times)
+    # Direct: one chunk per token. Served: the usage record's count (an event may carry more
+    # than one token when they follow each other within cllm serve's --stream-interval-ms).
+    tokens: int
 
     @property
     def tok_s(self) -> float:
@@ -602,7 +605,10 @@ def sse_trial(sse: SseTokens, start: float) -> Trial:
         raise SystemExit(f"the server answered with an error event: {sse.errors[0]}")
     if not sse.done:
         raise SystemExit("the stream ended without data: [DONE]")
-    return Trial([t - start for t in sse.times], "".join(sse.texts), sse.finish_reason)
+    if sse.completion_tokens is None:
+        raise SystemExit("the stream carries no usage record")
+    times = [t - start for t in sse.times]
+    return Trial(times, "".join(sse.texts), sse.finish_reason, sse.completion_tokens)
 
 
 def blocking_stream(port: int, request: bytes) -> tuple[int, float, list[tuple[float, bytes]]]:
@@ -747,6 +753,8 @@ def run_llama(args: argparse.Namespace, tmp: Path, model_path: Path, console: An
     options = ["--model", str(model_path)] if args.model else []
     if args.threads is not None:  # else both sides use os.cpu_count(), cllm serve's default
         options += ["--threads", str(args.threads)]
+    if args.stream_interval_ms is not None:  # else cllm serve's default
+        options += ["--stream-interval-ms", str(args.stream_interval_ms)]
     server = ServeProcess(tmp, "serve-llama", options)
     direct: DirectEngine | None = None
     try:
@@ -1049,6 +1057,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def stream_interval_ms(args: argparse.Namespace) -> float:
+    """The --stream-interval-ms cllm serve ran with (its default unless one was given)."""
+    if args.stream_interval_ms is not None:
+        return float(args.stream_interval_ms)
+    from cllm.server import ServeSettings
+
+    return float(ServeSettings.model_fields["stream_interval_ms"].default)
+
+
 def med(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -1132,6 +1149,10 @@ def summarise(
             same_text=all(t.text == reference for t in everything),
             model=llama.model_id,
             n_threads=llama.n_threads,
+            stream_interval_ms=stream_interval_ms(args),
+            content_events_per_answer={
+                k: med([len(t.times) for t in ts]) for k, ts in trials.items()
+            },
             cpu_ms_per_token={
                 kind: {
                     part: rounded(seconds / sum(t.tokens for t in trials[kind]) * 1000, 4)
@@ -1258,6 +1279,11 @@ def parse_args() -> argparse.Namespace:
         help="gateway: events the upstream writes per socket write (16)",
     )
     parser.add_argument("--only", choices=("llama", "gateway"), help="run one part only")
+    parser.add_argument(
+        "--stream-interval-ms",
+        type=float,
+        help="passed to cllm serve (default: its default; 0 sends every token alone)",
+    )
     parser.add_argument(
         "--threads",
         type=int,

@@ -58,6 +58,33 @@ def test_llama_engine_generates_and_queues(engine: LlamaCppEngine) -> None:
         assert finish.prompt_tokens > 0
 
 
+async def _pieces(engine: LlamaCppEngine) -> tuple[list[str], Finish]:
+    await engine.start()
+    pieces: list[str] = []
+    async for item in engine.chat(REQUEST):
+        if isinstance(item, Finish):
+            return pieces, item
+        pieces.append(item.text)
+    raise AssertionError("no Finish")
+
+
+def test_llama_engine_hands_over_tokens_within_the_stream_interval_together(
+    engine: LlamaCppEngine,
+) -> None:
+    alone, finish = asyncio.run(_pieces(engine))  # stream_interval 0: every token alone
+    assert len(alone) == finish.completion_tokens == 12
+    model = ModelInfo(id="m", size=0, digest="")
+    held = LlamaCppEngine(
+        model_path=default_model_path(), model=model, n_ctx=1024, n_threads=1, stream_interval=3600
+    )
+    # An hour: the first token goes at once, every later one waits for the end.
+    together, finish = asyncio.run(_pieces(held))
+    assert together == [alone[0], "".join(alone[1:])]
+    assert finish.completion_tokens == 12
+    with pytest.raises(ValueError, match="stream_interval"):
+        LlamaCppEngine(model_path=default_model_path(), model=model, stream_interval=-1)
+
+
 def test_llama_engine_stops_when_the_consumer_leaves(engine: LlamaCppEngine) -> None:
     long = ChatRequest(messages=REQUEST.messages, sampling=Sampling(max_tokens=900))
 

@@ -76,6 +76,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             tls_self_signed=args.tls == "self-signed",
             ui_dir=Path(args.ui_dir) if args.ui_dir else None,
             threads=args.threads,
+            stream_interval_ms=args.stream_interval_ms,
         )
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
@@ -159,4 +160,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--ui-dir", metavar="DIR", help=argparse.SUPPRESS)
     serve.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads (default: all)")
+    serve.add_argument(
+        "--stream-interval-ms",
+        type=float,
+        default=16.0,
+        metavar="MS",
+        help="llama-cpp: a token within MS of the last one sent goes with the next one "
+        "(default 16, one 60 Hz frame; 0 sends every token alone)",
+    )
     serve.set_defaults(handler=_cmd_serve)

@@ -41,6 +41,9 @@ class ServeSettings(BaseSettings):
     ui_dir: Path | None = None
     n_ctx: int = Field(default=4096, ge=256)
     threads: int | None = Field(default=None, ge=1)
+    # llama-cpp: a token that follows the last one sent by less than this waits for the next
+    # one and goes with it (0: every token alone). See cllm.engine's LlamaCppEngine.
+    stream_interval_ms: float = Field(default=16.0, ge=0, le=1000)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     # /v1/attestation/report: quotes are costly on real TDX; a token bucket per server.
     report_rate: float = Field(default=10.0, gt=0)

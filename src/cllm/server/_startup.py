@@ -193,6 +193,7 @@ def _engine(
             model=_model_info(model_id, event, model.stat().st_size),
             n_ctx=settings.n_ctx,
             n_threads=settings.threads,
+            stream_interval=settings.stream_interval_ms / 1000,
         )
     if settings.engine == "ollama":
         assert isinstance(model, OllamaModel)
