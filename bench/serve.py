@@ -1264,7 +1264,7 @@ def print_report(result: dict[str, Any], console: Any) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--repeat", type=int, default=15, help="interleaved repetitions (15)")
+    parser.add_argument("--repeat", type=int, default=30, help="interleaved repetitions (30)")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per answer (128)")
     parser.add_argument("--model", help="a GGUF file (default: the packaged SmolLM2-135M)")
     parser.add_argument("--streams", type=int, default=64, help="gateway: concurrent streams")
