@@ -7,12 +7,15 @@ Three measurements in one run, everything on 127.0.0.1:
    *Direct*: a worker process of this script loads ``llama_cpp.Llama(model_path, n_ctx=4096,
    n_threads=os.cpu_count(), verbose=False)`` and calls ``create_chat_completion(...,
    stream=True)``, timing every streamed content chunk. *Served*: ``cllm serve --tee simulated``
-   in its own process with the same model, threads and context, and the lightest client there
+   in its own process with the same model, threads and context (and its default
+   ``--stream-interval-ms`` unless one is given), and the lightest client there
    is in this process (a blocking socket, one timed ``recv`` per wake-up, events decoded after
    the answer) timing every SSE event that carries content. Same prompt, same sampling
    (temperature 0, fixed seed) and ``max_tokens``; the script checks that every side generates
-   ``max_tokens`` tokens and the same text. tokens/s = content chunks / (time of the last one -
-   request start); TTFT = time of the first one - request start. Trials interleave (direct,
+   ``max_tokens`` tokens and the same text. tokens/s = tokens (direct: content chunks, one per
+   token; served: the usage record's count, as an event may carry several tokens) / (time of
+   the last content chunk or event - request start); TTFT = time of the first one - request
+   start. Trials interleave (direct,
    served, sealed, and plain through the project's client; the order rotates every repetition)
    so machine noise hits all sides alike; one untimed warm-up each first; medians are reported.
    A repetition during which other processes kept more than ``--quiet`` CPUs busy (from
@@ -33,7 +36,7 @@ Three measurements in one run, everything on 127.0.0.1:
 
 Usage: ``python bench/serve.py [--json] [--repeat N] [--max-tokens N] [--model PATH.gguf]
 [--threads N] [--streams N] [--stream-tokens N] [--rounds N] [--upstream-batch N]
-[--quiet CPUS] [--only llama|gateway]``.
+[--quiet CPUS] [--only llama|gateway] [--stream-interval-ms MS]``.
 """
 
 from __future__ import annotations
