@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -207,7 +208,7 @@ def _converse(client: Client, args: argparse.Namespace, err: Console) -> int:
                 parts.append(chunk.content)
         except (ApiError, CryptoError, AttestationError) as exc:
             sys.stdout.write("\n")
-            err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+            err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.message}')}")
             return EXIT_REJECTED
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": "".join(parts)})

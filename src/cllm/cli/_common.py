@@ -7,10 +7,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from cllm.errors import CllmError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "EXIT_OK",
@@ -20,6 +25,7 @@ __all__ = [
     "print_json",
     "read_file",
     "report_error",
+    "settings_error",
 ]
 
 EXIT_OK = 0
@@ -36,6 +42,13 @@ def read_file(path: str, what: str) -> bytes:
         ) from exc
 
 
+def settings_error(exc: ValidationError) -> CllmError:
+    """A service's settings refused by pydantic, named by the flag that set them."""
+    first = exc.errors(include_url=False)[0]
+    flag = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
+    return CllmError(f"{flag}: {first['msg']}", code="config_invalid")
+
+
 def print_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
@@ -45,7 +58,8 @@ def report_error(error: CllmError, *, as_json: bool, console: Console) -> int:
     if as_json:
         print_json({"error": {"code": error.code, "message": error.message}})
     else:
-        console.print(f"[red]error[/red] [{error.code}] {error.message}")
+        # Escaped: rich would take "[code]" for markup and drop it.
+        console.print(f"[red]error[/red] {escape(f'[{error.code}] {error.message}')}")
     return EXIT_UNUSABLE
 
 

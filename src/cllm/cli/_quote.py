@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from cryptography import x509
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cllm.cli._common import (
@@ -213,7 +214,8 @@ def _print_verification(result: VerificationResult, console: Console) -> None:
                 f"mr_servicetd_zero={td.mr_servicetd_zero}"
             )
     elif result.error is not None:
-        console.print(f"[bold red]rejected[/]: [{result.error.code}] {result.error.message}")
+        error = result.error
+        console.print(f"[bold red]rejected[/]: {escape(f'[{error.code}] {error.message}')}")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

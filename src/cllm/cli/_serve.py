@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from cllm.cli._common import EXIT_OK, report_error
+from cllm.cli._common import EXIT_OK, report_error, settings_error
 from cllm.errors import CllmError
 from cllm.tee import default_state_dir
 
@@ -48,6 +48,7 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from cllm.server import ServeSettings, build_runtime, create_app
     from cllm.server._startup import static_dir
@@ -87,6 +88,8 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             tls_cert_pem=tls.cert_pem if tls else None,
             console=console,
         )
+    except ValidationError as exc:
+        return report_error(settings_error(exc), as_json=False, console=console)
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
     scheme = "https" if (settings.tls_cert or tls) else "http"

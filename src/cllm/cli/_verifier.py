@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cllm.cli._common import report_error
+from cllm.cli._common import report_error, settings_error
 from cllm.errors import CllmError
 from cllm.tee import default_state_dir
 
@@ -17,24 +17,27 @@ __all__ = ["register"]
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from cllm.verifier import VerifierSettings, create_app, load_state
 
-    settings = VerifierSettings(
-        host=args.host,
-        port=args.port,
-        policy_dir=Path(args.policy_dir) if args.policy_dir else None,
-        collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
-        pccs_url=args.pccs_url,
-        trust_simulated_root=(
-            Path(args.trust_simulated_root) if args.trust_simulated_root else None
-        ),
-        state_dir=Path(args.state_dir)
-        if args.state_dir
-        else default_state_dir(os.environ, Path.home()),
-    )
     try:
+        settings = VerifierSettings(
+            host=args.host,
+            port=args.port,
+            policy_dir=Path(args.policy_dir) if args.policy_dir else None,
+            collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
+            pccs_url=args.pccs_url,
+            trust_simulated_root=(
+                Path(args.trust_simulated_root) if args.trust_simulated_root else None
+            ),
+            state_dir=Path(args.state_dir)
+            if args.state_dir
+            else default_state_dir(os.environ, Path.home()),
+        )
         state = load_state(settings)
+    except ValidationError as exc:
+        return report_error(settings_error(exc), as_json=False, console=console)
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
     console.print(
