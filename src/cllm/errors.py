@@ -2,7 +2,25 @@
 
 Every error carries a stable, machine-readable ``code`` (snake_case) that tools, tests and the
 HTTP edge match on; messages are for people and may change. Foreign exceptions are translated
-into this tree at one boundary, always with ``raise ... from exc``.
+into this tree at one boundary, always with ``raise ... from exc``. Every code is listed, with
+its meaning, in docs/errors.md (a test checks that each code raised in ``src/`` is documented)::
+
+    CllmError                       cllm_error
+    ├── QuoteFormatError            quote_format, quote_* (offset of the failure)
+    ├── CollateralError             collateral_error
+    │   ├── CollateralFormatError   collateral_format, collateral_malformed, ...
+    │   └── CollateralFetchError    collateral_fetch
+    ├── EventLogError               eventlog_malformed, eventlog_*, event_*
+    ├── MeasurementError            measurement_failed, file_*, record_*, ...
+    ├── TeeError                    tee_error, tsm_*, rtmr_*
+    ├── EvidenceError               evidence_invalid, evidence_malformed, binding_mismatch, ...
+    ├── PolicyError                 policy_invalid
+    ├── VerificationError           verification_failed, one code per failed DCAP check
+    ├── AttestationError            attestation_failed (client refused; carries the verification)
+    ├── ApiError                    api_error (HTTP status and the API's error code)
+    ├── CryptoError                 crypto_error (sealed message or answer signature)
+    ├── EngineError                 engine_error, engine_*, model_*, upstream_*
+    └── ServerError                 server_error (cllm serve cannot start as configured)
 """
 
 from __future__ import annotations

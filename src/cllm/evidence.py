@@ -1,4 +1,4 @@
-"""The evidence document and its report_data binding (DESIGN.md section 5).
+"""The evidence document and its report_data binding (docs/design.md §5).
 
 Shared by the server (builds it), the verifier service and the client (check it). The quote
 commits to ``binding`` through ``report_data = SHA-512(JCS(binding))``; the binding carries the

@@ -1,4 +1,4 @@
-"""Appraisal policy (DESIGN.md section 7): TOML in, a verdict with reasons out.
+"""Appraisal policy (docs/design.md §7): TOML in, a verdict with reasons out.
 
 A policy turns verified facts (TCB status, TD attributes and registers, the replayed
 components) into an EAR status: ``affirming``, ``warning`` or ``contraindicated``, with one

@@ -1,4 +1,4 @@
-"""Attestation tokens (DESIGN.md section 8): JWTs signed ES256 with the verifier's key.
+"""Attestation tokens (docs/design.md §8): JWTs signed ES256 with the verifier's key.
 
 The verifier keeps one P-256 key in its state directory, created on first start, and publishes
 the public half as a JWKS (``/.well-known/jwks.json``). Its ``kid`` is the RFC 7638 thumbprint

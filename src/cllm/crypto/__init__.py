@@ -1,4 +1,4 @@
-"""End-to-end encryption and signed answers (DESIGN.md section 9; wire format in
+"""End-to-end encryption and signed answers (docs/design.md §9; wire format in
 docs/protocol.md).
 
 * Requests are sealed with HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,

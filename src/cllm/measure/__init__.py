@@ -1,7 +1,7 @@
 """Measurement: cllm events and their event log, RTMR replay, component measurement, and the
 firmware (CCEL, TCG crypto-agile) and dstack event logs.
 
-DESIGN.md section 4. An event is ``{"rtmr", "type", "name", "digest": {"sha384"}, "details"}``;
+docs/design.md §4. An event is ``{"rtmr", "type", "name", "digest": {"sha384"}, "details"}``;
 the value extended into the RTMR is SHA-384 of its RFC 8785 canonical JSON, and the log holds
 exactly the hashed objects, so anyone can replay it.
 """

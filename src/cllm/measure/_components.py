@@ -1,6 +1,6 @@
 """Component measurement: files, directories, installed distributions, Ollama models, config.
 
-Every function returns one ``Event`` for RTMR3 (DESIGN.md section 4). ``measure_startup``
+Every function returns one ``Event`` for RTMR3 (docs/design.md §4). ``measure_startup``
 produces the fixed-order list ``cllm serve`` extends at start and ``cllm measure`` prints.
 
 Event types and what their digest is (all SHA-384, hex in the event):
@@ -832,7 +832,7 @@ _ROLE_KINDS: Final = {
 
 
 def _as_component(event: Event) -> Event:
-    """Retype a measurement as the startup component it is (DESIGN.md section 4): ``type`` is
+    """Retype a measurement as the startup component it is (docs/design.md §4): ``type`` is
     ``cllm.<kind>`` of the component (package, engine, model, ui, config), which policies and
     tokens match on; ``name`` says which one; ``details.method`` says how it was measured."""
     kind = _ROLE_KINDS[event.name]

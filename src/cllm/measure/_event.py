@@ -1,6 +1,6 @@
 """cllm measurement events: the model, its canonical encoding, strict parsing and replay.
 
-An event is exactly this JSON object (DESIGN.md section 4)::
+An event is exactly this JSON object (docs/design.md §4)::
 
     {"rtmr": 3, "type": "cllm.<kind>", "name": "...",
      "digest": {"sha384": "<96 lowercase hex>"}, "details": {...}}

@@ -1,6 +1,6 @@
 """The append-only event log: every entry is written before its value is extended.
 
-Ordering rule (DESIGN.md section 4): under ONE lock, ``append`` first records the entry (in
+Ordering rule (docs/design.md §4): under ONE lock, ``append`` first records the entry (in
 memory and in the JSON Lines sink, flushed), then calls ``extend``. A peer project wrote and
 extended without a common lock; concurrent measurements then reached the register in a
 different order than the log listed them, and its quotes could no longer be verified. With one

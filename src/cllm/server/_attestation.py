@@ -1,5 +1,5 @@
 """``GET /v1/attestation/report?nonce=``: fresh evidence bound to the client's nonce and to the
-keys this server answers with (DESIGN.md section 5)."""
+keys this server answers with (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """From evidence to a verdict: evidence checks, DCAP, policy, and the cap on simulated evidence.
 
 A verdict always exists: a failure anywhere is a ``contraindicated`` status with reasons, never
-an exception, so the service signs it like any other (DESIGN.md section 8).
+an exception, so the service signs it like any other (docs/design.md §8).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The DCAP quote verification pipeline (DESIGN.md section 6).
+"""The DCAP quote verification pipeline (docs/design.md §6).
 
 Fail-closed: steps run in a fixed order, the first failure stops the run, and the result is
 ``ok`` only when every step ran and passed. The evaluation time is an argument, never read from

@@ -1,4 +1,4 @@
-// One attestation check, as the UI runs it for every new chat (DESIGN.md sections 5 and 8):
+// One attestation check, as the UI runs it for every new chat (docs/design.md §5 and §8):
 // fresh nonce -> the server's evidence -> the user's verifier -> a token checked here (ES256
 // against the verifier's JWKS, our nonce, sane times, the keys we will use are its keys).
 import { fromBase64, toHex } from "./bytes.js";
