@@ -4,19 +4,47 @@ the library never does."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
-
-from rich.console import Console
+from typing import Final
 
 from cllm import __version__
-from cllm.cli import _client, _measure, _quote, _serve, _tee, _verifier
 
 __all__ = ["main"]
 
+# Each command: the module that registers (and runs) it, and its one-line help. Only the module of
+# the command being run is imported, so a one-shot command pays for what it uses and `cllm --help`
+# for nothing; the other commands are listed from this table (a test keeps it equal to the
+# modules' own help).
+COMMANDS: Final[dict[str, tuple[str, str]]] = {
+    "quote": ("_quote", "parse and verify DCAP quotes offline"),
+    "measure": (
+        "_measure",
+        "compute the events and RTMR3 `cllm serve` extends, offline (reference values)",
+    ),
+    "eventlog": ("_measure", "event logs: replay to RTMR values"),
+    "tee": ("_tee", "the TEE backend: info, evidence, simulation root"),
+    "evidence": ("_tee", "evidence documents"),
+    "verifier": ("_verifier", "the attestation service"),
+    "serve": (
+        "_serve",
+        "the confidential inference server (OpenAI + Ollama APIs, attestation, UI)",
+    ),
+    "verify": ("_client", "verify a cllm server: evidence, DCAP, measurements, policy"),
+    "chat": ("_client", "verify a cllm server, then chat end-to-end encrypted"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (the first argument that is not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, just that command's module is imported (none for a name
+    that is not a command) and the others are listed by name and help alone."""
     parser = argparse.ArgumentParser(
         prog="cllm",
         description="Confidential LLM inference with remote attestation (Intel TDX).",
@@ -24,22 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cllm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _quote.register(commands)
-    _measure.register(commands)
-    _tee.register(commands)
-    _verifier.register(commands)
-    _serve.register(commands)
-    _client.register(commands)
+    wanted = [module for name, (module, _) in COMMANDS.items() if only in (None, name)]
+    for module in dict.fromkeys(wanted):
+        importlib.import_module(f"cllm.cli.{module}").register(commands)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in commands.choices:
+            commands.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    chosen = _chosen(arguments)
+    args = build_parser(only=chosen if chosen in COMMANDS else "").parse_args(arguments)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from rich.console import Console  # only once a command runs: it is most of --help's time
+
     return int(args.handler(args, Console()))
 
 
