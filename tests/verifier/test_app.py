@@ -301,7 +301,7 @@ def test_attestation_answer_and_schema_are_unchanged(trusting: Service) -> None:
 
 
 def test_memoised_collateral_never_hides_a_change(trusting: Service) -> None:
-    from cllm.verifier import _appraise
+    from cllm.appraisal import _appraise
 
     evidence, nonce = trusting.evidence()
     assert trusting.attest(evidence, nonce)["status"] == "warning"  # every memo is warm now

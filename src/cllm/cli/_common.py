@@ -25,6 +25,7 @@ __all__ = [
     "print_json",
     "read_file",
     "report_error",
+    "require_extra",
     "settings_error",
 ]
 
@@ -40,6 +41,20 @@ def read_file(path: str, what: str) -> bytes:
         raise CllmError(
             f"cannot read {what} {path}: {exc.strerror}", code="file_unreadable"
         ) from exc
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Refuse, naming the extra to install, when a command's optional dependencies are absent
+    (the plain install is the client and the verification commands only)."""
+    import importlib.util
+
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise CllmError(
+            f"this command needs the [{extra}] extra ({', '.join(missing)} not installed): "
+            f"pip install 'confidential-llm[{extra}]'",
+            code="extra_missing",
+        )
 
 
 def settings_error(exc: ValidationError) -> CllmError:

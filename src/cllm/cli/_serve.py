@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from cllm.cli._common import EXIT_OK, report_error, settings_error
+from cllm.cli._common import EXIT_OK, report_error, require_extra, settings_error
 from cllm.errors import CllmError
 from cllm.tee import default_state_dir
 
@@ -47,6 +47,10 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
 
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    try:
+        require_extra("server", "fastapi", "uvicorn", "pydantic_settings", "llama_cpp")
+    except CllmError as exc:
+        return report_error(exc, as_json=False, console=console)
     import uvicorn
     from pydantic import ValidationError
 

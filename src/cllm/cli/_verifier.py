@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cllm.cli._common import report_error, settings_error
+from cllm.cli._common import report_error, require_extra, settings_error
 from cllm.errors import CllmError
 from cllm.tee import default_state_dir
 
@@ -16,6 +16,10 @@ __all__ = ["register"]
 
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    try:
+        require_extra("verifier", "fastapi", "uvicorn", "pydantic_settings")
+    except CllmError as exc:
+        return report_error(exc, as_json=False, console=console)
     import uvicorn
     from pydantic import ValidationError
 

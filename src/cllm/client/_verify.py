@@ -16,13 +16,13 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from cllm.appraisal import CollateralSource, EvidenceAppraiser
 from cllm.client._channel import PinnedKeys
 from cllm.errors import CllmError
 from cllm.evidence import NONCE_SIZE, parse_evidence
 from cllm.policy import Policy, Reason, default_policy
 from cllm.tee import simulation_trust_root
 from cllm.token import verify_token
-from cllm.verifier import CollateralSource, EvidenceAppraiser
 from cllm.verify import (
     CollateralFetcher,
     QuoteVerifier,

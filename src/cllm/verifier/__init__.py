@@ -1,5 +1,6 @@
 """The attestation service (``cllm verifier serve``): evidence in, signed EAR-style token out."""
 
+from cllm.appraisal import CollateralSource, EvidenceAppraiser, Verdict
 from cllm.verifier._app import (
     AttestationRequest,
     VerifierState,
@@ -7,8 +8,6 @@ from cllm.verifier._app import (
     create_app,
     load_state,
 )
-from cllm.verifier._appraise import EvidenceAppraiser, Verdict
-from cllm.verifier._collateral_source import CollateralSource
 from cllm.verifier._settings import VerifierSettings
 
 __all__ = [

@@ -25,11 +25,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
+from cllm.appraisal import CollateralSource, EvidenceAppraiser
 from cllm.policy import Policy, load_policies
 from cllm.tee import simulation_trust_root
 from cllm.token import TokenSigner
-from cllm.verifier._appraise import EvidenceAppraiser
-from cllm.verifier._collateral_source import CollateralSource
 from cllm.verifier._settings import VerifierSettings
 from cllm.verify import (
     CollateralFetcher,

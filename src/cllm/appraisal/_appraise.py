@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cllm.appraisal._collateral_source import CollateralSource
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
 from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
 from cllm.quote import Quote
-from cllm.verifier._collateral_source import CollateralSource
 from cllm.verify import Collateral, QuoteVerifier, VerificationResult
 
 __all__ = ["EvidenceAppraiser", "Verdict"]
