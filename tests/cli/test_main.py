@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,10 @@ def test_an_unknown_command_is_refused_by_name(capsys: pytest.CaptureFixture[str
         main(["no-such-command"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'no-such-command'" in capsys.readouterr().err
+
+
+def test_quote_verify_json_loads_neither_rich_nor_httpx_nor_the_simulator(tmp_path: Path) -> None:
+    # One-shot verification is what a CLI user or a CI job pays every time (bench/cli.py).
+    modules = _modules_after(["quote", "verify", str(tmp_path / "absent.bin"), "--json"])
+    assert "cllm.cli._quote" in modules
+    assert [m for m in ("rich", "httpx", "cllm.tee", "fastapi") if _loaded(modules, m)] == []

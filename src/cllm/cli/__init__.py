@@ -8,9 +8,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from cllm import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["main"]
 
@@ -61,6 +64,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _LazyConsole:
+    """rich's Console, made on first use, for commands run with ``--json``: they print JSON
+    only, so they never load rich (a large part of a one-shot command's start-up). Without
+    ``--json`` commands get a real Console, which rich's own widgets require."""
+
+    def __init__(self) -> None:
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        return getattr(self._console, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     chosen = _chosen(arguments)
@@ -70,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from rich.console import Console  # only once a command runs: it is most of --help's time
+    if getattr(args, "json", False):
+        return int(args.handler(args, cast("Console", _LazyConsole())))
+    from rich.console import Console
 
     return int(args.handler(args, Console()))
 

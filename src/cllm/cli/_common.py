@@ -9,13 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-
 from cllm.errors import CllmError
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+    from rich.console import Console
 
 __all__ = [
     "EXIT_OK",
@@ -74,6 +72,8 @@ def report_error(error: CllmError, *, as_json: bool, console: Console) -> int:
         print_json({"error": {"code": error.code, "message": error.message}})
     else:
         # Escaped: rich would take "[code]" for markup and drop it.
+        from rich.markup import escape
+
         console.print(f"[red]error[/red] {escape(f'[{error.code}] {error.message}')}")
     return EXIT_UNUSABLE
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from cryptography import x509
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from cllm.cli._common import (
     EXIT_OK,
@@ -34,7 +30,6 @@ from cllm.quote import (
     parse_quote,
 )
 from cllm.quote import layout as quote_layout
-from cllm.tee import SIMULATED_QE_VENDOR_ID, SIMULATED_ROOT_CA_NAME
 from cllm.verify import (
     INTEL_PCS_URL,
     QCNL_CONF,
@@ -47,6 +42,9 @@ from cllm.verify import (
     intel_root,
     load_collateral,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["quote_fields", "register"]
 
@@ -118,6 +116,8 @@ def _cmd_quote_show(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(fields)
         return EXIT_OK
+    from rich.table import Table
+
     kind = "SGX enclave report" if isinstance(quote.body, EnclaveReport) else "TD report"
     table = Table(title=f"DCAP quote v{quote.version} ({kind})", show_header=False)
     table.add_column("field", style="bold")
@@ -135,6 +135,8 @@ def _unusable(error: CllmError, at: int, root: str) -> VerificationResult:
 def _default_qe_vendor(root_ca: str) -> bytes:
     """The QE vendor a root's quotes come from: the simulated QE for cllm's simulation root
     (which only counts because the user named that root), Intel's QE for any other."""
+    from cllm.tee import SIMULATED_QE_VENDOR_ID, SIMULATED_ROOT_CA_NAME
+
     try:
         subject = x509.load_pem_x509_certificate(read_file(root_ca, "root CA")).subject
     except ValueError:
@@ -185,6 +187,8 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def _fetch_collateral(quote_bytes: bytes, pccs_url: str | None) -> Collateral:
+    import httpx
+
     url = pccs_url or default_collateral_url()
     logging.getLogger(__name__).info("fetching collateral from %s", url)
     with httpx.Client(timeout=30.0) as client:
@@ -193,6 +197,9 @@ def _fetch_collateral(quote_bytes: bytes, pccs_url: str | None) -> Collateral:
 
 
 def _print_verification(result: VerificationResult, console: Console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"DCAP verification under {result.trust_root}")
     table.add_column("#", justify="right")
     table.add_column("step")

@@ -14,9 +14,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Final, Literal
 
 from cllm.errors import CollateralFetchError, CollateralFormatError, QuoteFormatError
 from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions
@@ -27,6 +25,9 @@ from cllm.verify._collateral import (
     pem_crl_to_der,
 )
 from cllm.verify._pki import parse_crl
+
+if TYPE_CHECKING:
+    import httpx  # the caller's client; imported when used (httpx is most of a one-shot's start)
 
 __all__ = [
     "INTEL_PCS_URL",
@@ -215,6 +216,8 @@ class CollateralFetcher:
         return collateral
 
     def _get(self, url: str, what: str, params: dict[str, str] | None = None) -> httpx.Response:
+        import httpx
+
         try:
             response = self._client.get(url, params=params)
         except httpx.HTTPError as exc:
