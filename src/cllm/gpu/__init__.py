@@ -1,1 +1,51 @@
-"""NVIDIA GPU evidence verification."""
+"""NVIDIA GPU evidence: SPDM measurement reports, device certificate chains, RIMs and OCSP.
+
+``verify_gpu_evidence`` (or a long-lived ``GpuVerifier``) runs the numbered fail-closed pipeline
+of docs/gpu.md with the time, expected nonce, trust roots, RIM source and OCSP policy as inputs.
+"""
+
+from cllm.gpu._chain import GpuArch
+from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
+from cllm.gpu._pipeline import NO_RIMS, GpuVerifier, verify_gpu_evidence
+from cllm.gpu._report import (
+    GpuReport,
+    MeasurementBlock,
+    OpaqueField,
+    build_report,
+    encode_opaque,
+    encode_report,
+    parse_report,
+)
+from cllm.gpu._result import GpuClaims, GpuVerification
+from cllm.gpu._rim import Rim, RimKind
+from cllm.gpu._roots import GpuTrustRoots, nvidia_roots
+from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
+
+__all__ = [
+    "NO_RIMS",
+    "NVIDIA_OCSP_URL",
+    "NVIDIA_RIM_SERVICE_URL",
+    "GpuArch",
+    "GpuClaims",
+    "GpuReport",
+    "GpuTrustRoots",
+    "GpuVerification",
+    "GpuVerifier",
+    "MeasurementBlock",
+    "OcspFetcher",
+    "OcspMode",
+    "OcspPolicy",
+    "OpaqueField",
+    "Rim",
+    "RimDirectory",
+    "RimFiles",
+    "RimKind",
+    "RimService",
+    "RimSources",
+    "build_report",
+    "encode_opaque",
+    "encode_report",
+    "nvidia_roots",
+    "parse_report",
+    "verify_gpu_evidence",
+]

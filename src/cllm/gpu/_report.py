@@ -195,7 +195,9 @@ def _parse_blocks(data: bytes, start: int, end: int, count: int) -> tuple[Measur
             raise _fail("measurement value overruns the record", pos + 5)
         if not value_type & 0x80 and value_size != L.DIGEST_SIZE:
             raise _fail(f"digest measurement of {value_size} bytes (SHA-384 is 48)", pos + 5)
-        blocks.append(MeasurementBlock(index, value_type, data[value_start : value_start + value_size]))
+        blocks.append(
+            MeasurementBlock(index, value_type, data[value_start : value_start + value_size])
+        )
         previous = index
         pos = value_start + value_size
     if len(blocks) != count:
@@ -246,7 +248,9 @@ def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
         header = L.NVDAOD_FIELD_HEADER
     while pos < len(data):
         if pos + header > len(data):
-            raise _fail("opaque field header overruns the opaque data", base + pos, "gpu_opaque_malformed")
+            raise _fail(
+                "opaque field header overruns the opaque data", base + pos, "gpu_opaque_malformed"
+            )
         field_type = _le(data, pos, 2)
         value_type = _le(data, pos + 2, 2) if versioned else None
         size = _le(data, pos + header - 2, 2)
@@ -294,7 +298,9 @@ def parse_report(data: bytes, *, allow_trailing_zeros: bool = False) -> GpuRepor
     _need(data, L.RSP_RECORD, record_length, "measurement record")
     record_end = L.RSP_RECORD + record_length
     blocks = _parse_blocks(data, L.RSP_RECORD, record_end, count)
-    _need(data, record_end, L.NONCE_SIZE + L.OPAQUE_LENGTH_SIZE, "responder nonce and opaque length")
+    _need(
+        data, record_end, L.NONCE_SIZE + L.OPAQUE_LENGTH_SIZE, "responder nonce and opaque length"
+    )
     responder_nonce = data[record_end : record_end + L.NONCE_SIZE]
     opaque_length_at = record_end + L.NONCE_SIZE
     opaque_length = _le(data, opaque_length_at, 2)
@@ -387,8 +393,10 @@ def encode_report(report: GpuReport) -> bytes:
         opaque=report.opaque_raw,
         slot_id=report.slot_id,
     )
-    return unsigned + _sized(report.signature, L.SIGNATURE_SIZE, "signature") + bytes(
-        report.trailing_bytes
+    return (
+        unsigned
+        + _sized(report.signature, L.SIGNATURE_SIZE, "signature")
+        + bytes(report.trailing_bytes)
     )
 
 

@@ -15,7 +15,7 @@ import enum
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from lxml import etree
@@ -23,7 +23,14 @@ from lxml import etree
 from cllm.errors import X509_DECODE_ERRORS, GpuEvidenceFormatError, VerificationError
 from cllm.gpu._chain import check_links, check_validity, ecdsa_p384_verify
 
-__all__ = ["MAX_RIM_SIZE", "GoldenMeasurement", "Rim", "RimKind", "parse_rim", "rim_kind_and_version"]
+__all__ = [
+    "MAX_RIM_SIZE",
+    "GoldenMeasurement",
+    "Rim",
+    "RimKind",
+    "parse_rim",
+    "rim_kind_and_version",
+]
 
 MAX_RIM_SIZE: Final = 1 << 20
 RIM_CHAIN_LENGTH: Final = 4
@@ -97,14 +104,15 @@ def _load(data: bytes) -> etree._Element:
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise _malformed(f"not well-formed XML ({exc})") from exc
     tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    docinfo: Any = tree.docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
         raise _malformed("document type declarations are not allowed")
     if root.tag != f"{{{_SWID}}}SoftwareIdentity":
         raise _malformed(f"root element is {root.tag!s}, not SoftwareIdentity")
     for element in root.iter():
         if not isinstance(element.tag, str):
             continue  # comments and processing instructions
-        if any(name.startswith(f"{{{_XML_NS}}}") for name in element.attrib):
+        if any(str(name).startswith(f"{{{_XML_NS}}}") for name in element.attrib):
             raise _malformed("xml: attributes are not supported (C14N 1.1 would differ)")
     return root
 
@@ -160,8 +168,8 @@ def _signature(root: etree._Element) -> _Signature:
     )
     _expect(c14n, "CanonicalizationMethod", _C14N11)
     _expect(method, "SignatureMethod", _ECDSA_SHA384)
-    if dict(reference.attrib) != {"URI": ""}:
-        raise _malformed("signature profile: the one Reference must be URI=\"\"")
+    if {str(k): str(v) for k, v in reference.attrib.items()} != {"URI": ""}:
+        raise _malformed('signature profile: the one Reference must be URI=""')
     transforms, digest_method, digest_value = _shape(
         reference, "Transforms", "DigestMethod", "DigestValue"
     )
@@ -272,9 +280,14 @@ def parse_rim(data: bytes, *, root_der: bytes) -> Rim:
     signed_info = etree.tostring(sig.signed_info, method="c14n")
     key = sig.certificates[0].public_key()
     if not ecdsa_p384_verify(key, sig.value, signed_info):  # type: ignore[arg-type]
-        raise _invalid("signature does not verify under the KeyInfo signer", "gpu_rim_signature_invalid")
+        raise _invalid(
+            "signature does not verify under the KeyInfo signer", "gpu_rim_signature_invalid"
+        )
     if _document_digest(root, sig.element) != sig.digest:
-        raise _invalid("document digest does not match the signed digest (edited after signing)", "gpu_rim_digest_mismatch")
+        raise _invalid(
+            "document digest does not match the signed digest (edited after signing)",
+            "gpu_rim_digest_mismatch",
+        )
     version, product, tag_id, measurements = _golden(root)
     return Rim(
         kind=rim_kind_and_version(version),
