@@ -17,13 +17,17 @@ from datetime import UTC, datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cllm.errors import X509_DECODE_ERRORS, GpuEvidenceFormatError, VerificationError
+from cllm.errors import X509_DECODE_ERRORS as _X509_ERRORS
+from cllm.errors import GpuEvidenceFormatError, VerificationError
+
+# Malformed DER (and unknown curves or algorithms in it) surface lazily as these.
+X509_DECODE_ERRORS: tuple[type[Exception], ...] = (*_X509_ERRORS, UnsupportedAlgorithm)
 
 __all__ = [
     "DEVICE_CHAIN_LENGTH",

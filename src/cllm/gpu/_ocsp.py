@@ -21,14 +21,18 @@ from typing import Final, Protocol
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from cllm.errors import X509_DECODE_ERRORS, VerificationError
+from cllm.errors import X509_DECODE_ERRORS as _X509_ERRORS
+from cllm.errors import VerificationError
 from cllm.gpu._chain import der
+
+# Malformed DER (and unknown curves or algorithms in it) surface lazily as these.
+X509_DECODE_ERRORS: tuple[type[Exception], ...] = (*_X509_ERRORS, UnsupportedAlgorithm)
 
 __all__ = [
     "NVIDIA_OCSP_URL",

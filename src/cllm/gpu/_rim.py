@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from lxml import etree
 
-from cllm.errors import X509_DECODE_ERRORS, GpuEvidenceFormatError, VerificationError
+from cllm.errors import X509_DECODE_ERRORS as _X509_ERRORS
+from cllm.errors import GpuEvidenceFormatError, VerificationError
 from cllm.gpu._chain import check_links, check_validity, ecdsa_p384_verify
+
+# Malformed DER (and unknown curves or algorithms in it) surface lazily as these.
+X509_DECODE_ERRORS: tuple[type[Exception], ...] = (*_X509_ERRORS, UnsupportedAlgorithm)
 
 __all__ = [
     "MAX_RIM_SIZE",
