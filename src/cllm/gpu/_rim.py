@@ -147,9 +147,12 @@ def _shape(element: etree._Element, *names: str) -> list[etree._Element]:
 def _b64(element: etree._Element, what: str) -> bytes:
     text = re.sub(r"\s+", "", element.text or "")
     try:
-        return base64.b64decode(text, validate=True)
+        value = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise _malformed(f"{what} is not base64") from exc
+    if base64.b64encode(value).decode() != text:  # e.g. stray bits in the last character
+        raise _malformed(f"{what} is not canonical base64")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +218,15 @@ def _document_digest(root: etree._Element, signature: etree._Element) -> bytes:
             previous.tail = (previous.tail or "") + tail
         else:
             root.text = (root.text or "") + tail
-    return hashlib.sha384(etree.tostring(root.getroottree(), method="c14n")).digest()
+    return hashlib.sha384(_c14n(root.getroottree())).digest()
+
+
+def _c14n(node: etree._Element | etree._ElementTree) -> bytes:
+    try:
+        return etree.tostring(node, method="c14n")
+    except (etree.C14NError, etree.SerialisationError, ValueError) as exc:
+        # e.g. a relative namespace URI, which C14N refuses
+        raise _malformed(f"cannot be canonicalized ({exc})") from exc
 
 
 def rim_kind_and_version(version: str) -> RimKind:
@@ -282,7 +293,7 @@ def parse_rim(data: bytes, *, root_der: bytes) -> Rim:
             f"signing chain has {len(sig.certificates)} certificates, {RIM_CHAIN_LENGTH} required",
             "gpu_rim_chain_invalid",
         )
-    signed_info = etree.tostring(sig.signed_info, method="c14n")
+    signed_info = _c14n(sig.signed_info)
     key = sig.certificates[0].public_key()
     if not ecdsa_p384_verify(key, sig.value, signed_info):  # type: ignore[arg-type]
         raise _invalid(
