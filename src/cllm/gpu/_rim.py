@@ -14,11 +14,13 @@ import binascii
 import enum
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from cllm.errors import X509_DECODE_ERRORS as _X509_ERRORS
@@ -33,6 +35,7 @@ __all__ = [
     "GoldenMeasurement",
     "Rim",
     "RimKind",
+    "build_rim",
     "parse_rim",
     "rim_kind_and_version",
 ]
@@ -314,3 +317,64 @@ def parse_rim(data: bytes, *, root_der: bytes) -> Rim:
         chain=sig.certificates,
         sha384=hashlib.sha384(data).digest(),
     )
+
+
+# -- encoder: a RIM in NVIDIA's exact profile (simulated GPUs, tests) ------------------------
+
+
+def build_rim(
+    *,
+    version: str,
+    product: str,
+    measurements: tuple[GoldenMeasurement, ...],
+    chain: tuple[x509.Certificate, ...],
+    sign: Callable[[bytes], bytes],
+    tag_id: str = "0" * 96,
+) -> bytes:
+    """A signed SWID RIM that ``parse_rim`` accepts under the root ending ``chain``.
+
+    ``sign`` maps the canonical SignedInfo to a raw 96-byte ECDSA P-384 r || s signature made
+    with the key of ``chain[0]``.
+    """
+    swid = f"{{{_SWID}}}"
+    root = etree.Element(
+        f"{swid}SoftwareIdentity",
+        nsmap={None: _SWID, "ns0": _SWID, "ns2": _SHA384_NS},  # type: ignore[dict-item]
+        attrib={"name": product, "tagId": tag_id, "version": "1.0", "tagVersion": "0"},
+    )
+    etree.SubElement(root, f"{swid}Entity", name="NVIDIA Corporation", role="tagCreator")
+    etree.SubElement(root, f"{swid}Meta", colloquialVersion=version, product=product)
+    payload = etree.SubElement(root, f"{swid}Payload")
+    for m in measurements:
+        attrib = {
+            "type": "Measurement",
+            "index": str(m.index),
+            "active": "True" if m.active else "False",
+            "alternatives": str(len(m.alternatives)),
+            "size": str(m.size),
+        }
+        for n, value in enumerate(m.alternatives):
+            attrib[f"{{{_SHA384_NS}}}Hash{n}"] = value.hex()
+        etree.SubElement(payload, f"{swid}Resource", attrib=attrib)
+    digest = hashlib.sha384(_c14n(root.getroottree())).digest()
+    ds = f"{{{_DS}}}"
+    signature = etree.SubElement(root, f"{ds}Signature", nsmap={"ds": _DS})
+    signed_info = etree.SubElement(signature, f"{ds}SignedInfo")
+    etree.SubElement(signed_info, f"{ds}CanonicalizationMethod", Algorithm=_C14N11)
+    etree.SubElement(signed_info, f"{ds}SignatureMethod", Algorithm=_ECDSA_SHA384)
+    reference = etree.SubElement(signed_info, f"{ds}Reference", URI="")
+    transforms = etree.SubElement(reference, f"{ds}Transforms")
+    etree.SubElement(transforms, f"{ds}Transform", Algorithm=_ENVELOPED)
+    etree.SubElement(transforms, f"{ds}Transform", Algorithm=_C14N11)
+    etree.SubElement(reference, f"{ds}DigestMethod", Algorithm=_DIGEST_SHA384)
+    etree.SubElement(reference, f"{ds}DigestValue").text = base64.b64encode(digest).decode()
+    value_element = etree.SubElement(signature, f"{ds}SignatureValue")
+    x509_data = etree.SubElement(etree.SubElement(signature, f"{ds}KeyInfo"), f"{ds}X509Data")
+    for cert in chain:
+        element = etree.SubElement(x509_data, f"{ds}X509Certificate")
+        element.text = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+    raw = sign(_c14n(signed_info))
+    if len(raw) != 96:
+        raise ValueError("RIM signature must be 96 bytes (P-384 r || s)")
+    value_element.text = base64.b64encode(raw).decode()
+    return bytes(etree.tostring(root, xml_declaration=False))
