@@ -11,7 +11,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from gpu_corpus import at, doc, evidence, params, read
 
 from cllm.errors import GpuEvidenceFormatError
 from cllm.gpu import (
@@ -27,6 +26,7 @@ from cllm.gpu import (
     parse_report,
     verify_gpu_evidence,
 )
+from gpu_vectors import at, doc, evidence, params, read
 
 OFF = OcspPolicy(OcspMode.OFF)
 CHAIN_CODES = {"gpu_chain_malformed", "gpu_chain_invalid", "gpu_chain_untrusted"}

@@ -7,7 +7,6 @@ import random
 from typing import Any
 
 import pytest
-from gpu_corpus import doc, params, read
 
 from cllm.errors import GpuEvidenceFormatError
 from cllm.gpu import (
@@ -19,6 +18,7 @@ from cllm.gpu import (
     parse_report,
 )
 from cllm.gpu._report import parse_opaque
+from gpu_vectors import doc, params, read
 
 PARSE_CODES = {
     "gpu_report_malformed",

@@ -8,12 +8,12 @@ import re
 from typing import Any
 
 import pytest
-from gpu_corpus import at, doc, evidence, params, read
 
 from cllm.errors import CllmError
 from cllm.gpu import GpuVerifier, nvidia_roots, parse_report
 from cllm.gpu._appraise import appraise
 from cllm.gpu._rim import parse_rim
+from gpu_vectors import at, doc, evidence, params, read
 
 RIM_CODES = {
     "gpu_rim_malformed",

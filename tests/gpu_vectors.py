@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parent.parent
 SKIP_REASON = "GPU corpus not found (../shared/gpu-vectors or $CLLM_GPU_VECTORS)"
 
 
