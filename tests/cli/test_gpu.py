@@ -145,8 +145,8 @@ def test_cli_subprocess_human_output() -> None:
     out = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "cllm.cli",
+            "-c",
+            "import sys; from cllm.cli import main; sys.exit(main())",
             "gpu",
             "verify",
             _p(G),
