@@ -39,6 +39,7 @@ __all__ = [
     "device_identity",
     "ecdsa_p384_verify",
     "parse_pem_chain",
+    "validity_windows",
 ]
 
 DEVICE_CHAIN_LENGTH: Final = 5
@@ -167,27 +168,41 @@ def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_validity(certs: Sequence[x509.Certificate], at: int, *, what: str, prefix: str) -> int:
+def validity_windows(certs: Sequence[x509.Certificate]) -> tuple[tuple[int, int], ...]:
+    return tuple(
+        (int(c.not_valid_before_utc.timestamp()), int(c.not_valid_after_utc.timestamp()))
+        for c in certs
+    )
+
+
+def check_validity(
+    certs: Sequence[x509.Certificate],
+    at: int,
+    *,
+    what: str,
+    prefix: str,
+    windows: tuple[tuple[int, int], ...] | None = None,
+) -> int:
     """Every certificate valid at ``at`` (both bounds inclusive); returns the earliest expiry.
 
+    ``windows`` (``validity_windows(certs)``, computed once) saves decoding the dates again.
     Codes: ``{prefix}_cert_expired``, ``{prefix}_cert_not_yet_valid``."""
-    earliest = None
-    for i, cert in enumerate(certs):
-        start = int(cert.not_valid_before_utc.timestamp())
-        end = int(cert.not_valid_after_utc.timestamp())
-        label = f"{what}: certificate {i} '{_cn(cert.subject)}'"
+    if windows is None:
+        windows = validity_windows(certs)
+    for i, (start, end) in enumerate(windows):
+        if start <= at <= end:
+            continue
+        label = f"{what}: certificate {i} '{_cn(certs[i].subject)}'"
         if at < start:
             raise VerificationError(
                 f"{label} is not valid until {_iso(start)} (evaluated at {_iso(at)})",
                 code=f"{prefix}_cert_not_yet_valid",
             )
-        if at > end:
-            raise VerificationError(
-                f"{label} expired at {_iso(end)} (evaluated at {_iso(at)})",
-                code=f"{prefix}_cert_expired",
-            )
-        earliest = end if earliest is None else min(earliest, end)
-    return earliest if earliest is not None else at
+        raise VerificationError(
+            f"{label} expired at {_iso(end)} (evaluated at {_iso(at)})",
+            code=f"{prefix}_cert_expired",
+        )
+    return min((end for _, end in windows), default=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +219,7 @@ class DeviceIdentity:
     ueid: str  # decimal serial number of the leaf, as NVIDIA names it
     hwmodel: str  # common name of the per-chip CA (certificate 1)
     device_serial: str | None  # serialNumber attribute of certificate 1
+    windows: tuple[tuple[int, int], ...]  # validity of each certificate, unix seconds
 
 
 def _leaf_fwid(leaf: x509.Certificate) -> bytes | None:
@@ -267,4 +283,5 @@ def device_identity(certs: Sequence[x509.Certificate], *, root_der: bytes) -> De
         ueid=str(leaf.serial_number),
         hwmodel=hwmodel,
         device_serial=str(serials[0].value) if serials else None,
+        windows=validity_windows(certs),
     )

@@ -222,7 +222,14 @@ class GpuVerifier:
 
     def _step_device_chain(self, run: _Run) -> None:
         run.identity = self._identity(run.chain_input)
-        check_validity(run.identity.certificates, run.at, what="device chain", prefix="gpu")
+        identity = run.identity
+        check_validity(
+            identity.certificates,
+            run.at,
+            what="device chain",
+            prefix="gpu",
+            windows=identity.windows,
+        )
 
     def _step_architecture(self, run: _Run) -> None:
         report, identity = _need(run.report), _need(run.identity)

@@ -130,19 +130,12 @@ class GpuReport:
     signed_data: bytes
     signature_offset: int
     trailing_bytes: int
+    is_gsp: bool  # GSP confidential-computing evidence: 64 SHA-384 digest blocks
 
     @property
     def length(self) -> int:
         """Declared length: through the end of the signature."""
         return self.signature_offset + L.SIGNATURE_SIZE
-
-    @property
-    def is_gsp(self) -> bool:
-        """GSP confidential-computing evidence: 64 SHA-384 digest blocks."""
-        return len(self.blocks) == L.GSP_BLOCKS and all(
-            b.type == L.DMTF_TYPE_FIRMWARE_DIGEST and len(b.value) == L.DIGEST_SIZE
-            for b in self.blocks
-        )
 
     def block(self, index: int) -> MeasurementBlock | None:
         for item in self.blocks:
@@ -177,29 +170,31 @@ def _parse_blocks(data: bytes, start: int, end: int, count: int) -> tuple[Measur
     blocks: list[MeasurementBlock] = []
     pos = start
     previous = 0
+    header = L.BLOCK_HEADER_SIZE + L.DMTF_HEADER_SIZE
     while pos < end:
         if len(blocks) == count:
             raise _fail(f"measurement record holds more than {count} blocks", pos)
-        if pos + L.BLOCK_HEADER_SIZE + L.DMTF_HEADER_SIZE > end:
+        if pos + header > end:
             raise _fail("measurement block header overruns the record", pos)
-        index, spec, size = data[pos], data[pos + 1], _le(data, pos + 2, 2)
+        index, spec = data[pos], data[pos + 1]
+        size = data[pos + 2] | data[pos + 3] << 8
+        value_type = data[pos + 4]
+        value_size = data[pos + 5] | data[pos + 6] << 8
         if not previous < index <= L.MAX_BLOCK_INDEX:
             raise _fail(f"measurement index {index} out of order or out of range", pos)
         if spec != L.MEASUREMENT_SPEC_DMTF:
             raise _fail(f"measurement specification {spec:#04x} is not DMTF", pos + 1)
-        value_type, value_size = data[pos + 4], _le(data, pos + 5, 2)
         if size != L.DMTF_HEADER_SIZE + value_size:
             raise _fail(f"measurement size {size} disagrees with value size {value_size}", pos + 2)
-        value_start = pos + L.BLOCK_HEADER_SIZE + L.DMTF_HEADER_SIZE
-        if value_start + value_size > end:
+        value_start = pos + header
+        value_end = value_start + value_size
+        if value_end > end:
             raise _fail("measurement value overruns the record", pos + 5)
         if not value_type & 0x80 and value_size != L.DIGEST_SIZE:
             raise _fail(f"digest measurement of {value_size} bytes (SHA-384 is 48)", pos + 5)
-        blocks.append(
-            MeasurementBlock(index, value_type, data[value_start : value_start + value_size])
-        )
+        blocks.append(MeasurementBlock(index, value_type, data[value_start:value_end]))
         previous = index
-        pos = value_start + value_size
+        pos = value_end
     if len(blocks) != count:
         raise _fail(f"measurement record holds {len(blocks)} blocks, header says {count}", end)
     return tuple(blocks)
@@ -327,6 +322,8 @@ def parse_report(data: bytes, *, allow_trailing_zeros: bool = False) -> GpuRepor
         signed_data=data[:signature_at],
         signature_offset=signature_at,
         trailing_bytes=trailing,
+        is_gsp=len(blocks) == L.GSP_BLOCKS
+        and all(b.type == L.DMTF_TYPE_FIRMWARE_DIGEST for b in blocks),
     )
 
 

@@ -25,7 +25,7 @@ from lxml import etree
 
 from cllm.errors import X509_DECODE_ERRORS as _X509_ERRORS
 from cllm.errors import GpuEvidenceFormatError, VerificationError
-from cllm.gpu._chain import check_links, check_validity, ecdsa_p384_verify
+from cllm.gpu._chain import check_links, check_validity, ecdsa_p384_verify, validity_windows
 
 # Malformed DER (and unknown curves or algorithms in it) surface lazily as these.
 X509_DECODE_ERRORS: tuple[type[Exception], ...] = (*_X509_ERRORS, UnsupportedAlgorithm)
@@ -81,6 +81,7 @@ class Rim:
     measurements: tuple[GoldenMeasurement, ...]
     chain: tuple[x509.Certificate, ...]  # signer first, root last
     sha384: bytes  # of the document bytes
+    windows: tuple[tuple[int, int], ...]  # validity of each chain certificate
 
     @property
     def active_indices(self) -> tuple[int, ...]:
@@ -88,7 +89,9 @@ class Rim:
 
     def check_validity(self, at: int) -> int:
         """Signing chain valid at ``at``; returns its earliest expiry."""
-        return check_validity(self.chain, at, what=f"{self.kind} RIM chain", prefix="gpu_rim")
+        return check_validity(
+            self.chain, at, what=f"{self.kind} RIM chain", prefix="gpu_rim", windows=self.windows
+        )
 
 
 def _malformed(reason: str) -> GpuEvidenceFormatError:
@@ -316,6 +319,7 @@ def parse_rim(data: bytes, *, root_der: bytes) -> Rim:
         measurements=measurements,
         chain=sig.certificates,
         sha384=hashlib.sha384(data).digest(),
+        windows=validity_windows(sig.certificates),
     )
 
 
