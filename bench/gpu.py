@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import platform
 import statistics
@@ -28,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,14 @@ def _ecdsa(key: ec.EllipticCurvePublicKey, raw: bytes, data: bytes) -> None:
         key.verify(signature, data, _SHA384)
     except InvalidSignature:
         raise SystemExit("floor signature did not verify") from None
+
+
+def _five(
+    certs: list[x509.Certificate], key: ec.EllipticCurvePublicKey, raw: bytes, data: bytes
+) -> None:
+    for i in range(4):
+        certs[i].verify_directly_issued_by(certs[i + 1])
+    _ecdsa(key, raw, data)
 
 
 def _at(text: str) -> int:
@@ -104,8 +114,6 @@ def main() -> int:
             raise SystemExit(f"{case['id']}: {result.error}")
 
     samples: dict[str, list[float]] = {k: [] for k in ("warm", "floor_warm", "cold", "floor_cold")}
-    import logging
-
     logging.disable(logging.WARNING)  # "OCSP is off" on every call
     for case, report, chain in loaded:
         verify(warm_verifier, case, report, chain)  # warm-up
@@ -117,17 +125,11 @@ def main() -> int:
             assert isinstance(key, ec.EllipticCurvePublicKey)
             sig_at = case["signature_offset"]
             raw, data = report[sig_at : sig_at + 96], report[:sig_at]
-            samples["warm"].append(_time(lambda: verify(warm_verifier, case, report, chain)))
-            samples["floor_warm"].append(_time(lambda: _ecdsa(key, raw, data)))
-
-            def five() -> None:
-                for i in range(4):
-                    certs[i].verify_directly_issued_by(certs[i + 1])
-                _ecdsa(key, raw, data)
-
             fresh = GpuVerifier(roots=nvidia_roots())
-            samples["cold"].append(_time(lambda: verify(fresh, case, report, chain)))
-            samples["floor_cold"].append(_time(five))
+            samples["warm"].append(_time(partial(verify, warm_verifier, case, report, chain)))
+            samples["floor_warm"].append(_time(partial(_ecdsa, key, raw, data)))
+            samples["cold"].append(_time(partial(verify, fresh, case, report, chain)))
+            samples["floor_cold"].append(_time(partial(_five, certs, key, raw, data)))
     # End to end with both RIMs, warm.
     e2e = next(c for c, *_ in loaded if c["id"] == "712fc6408be614ce")
     e2e_report = (root / e2e["report"]).read_bytes()
@@ -174,6 +176,7 @@ def main() -> int:
     samples["eight_gpus"] = [_time(eight) for _ in range(args.repeat * 2)]
     gc.enable()
     ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    best = {k: min(v) * 1000 for k, v in samples.items()}  # robust on a shared machine
     doc = {
         "machine": {
             "platform": platform.platform(),
@@ -186,8 +189,11 @@ def main() -> int:
         "repeat": args.repeat,
         "eight_gpus_bundle": len(bundle),
         "median_ms": ms,
+        "min_ms": best,
         "warm_over_floor": ms["warm"] / ms["floor_warm"],
         "cold_over_floor": ms["cold"] / ms["floor_cold"],
+        "warm_over_floor_min": best["warm"] / best["floor_warm"],
+        "cold_over_floor_min": best["cold"] / best["floor_cold"],
     }
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -196,16 +202,31 @@ def main() -> int:
         title=f"GPU evidence verification, {len(loaded)} real reports x {args.repeat} (median ms)"
     )
     table.add_column("measure")
-    table.add_column("ms", justify="right")
+    table.add_column("median ms", justify="right")
+    table.add_column("min ms", justify="right")
     table.add_column("goal")
-    table.add_row("warm (report + chain, cached chain)", f"{ms['warm']:.3f}", "")
-    table.add_row("floor: 1 P-384 ECDSA", f"{ms['floor_warm']:.3f}", "")
-    table.add_row("warm / floor", f"{doc['warm_over_floor']:.2f}x", "<= 1.3x")
-    table.add_row("cold (fresh verifier)", f"{ms['cold']:.3f}", "")
-    table.add_row("floor: 5 P-384 ECDSA", f"{ms['floor_cold']:.3f}", "")
-    table.add_row("cold / floor", f"{doc['cold_over_floor']:.2f}x", "<= 1.5x")
-    table.add_row("warm with driver + VBIOS RIMs", f"{ms['with_rims']:.3f}", "")
-    table.add_row(f"eight GPUs ({len(bundle)} distinct), warm", f"{ms['eight_gpus']:.3f}", "< 8 ms")
+
+    def row(name: str, key: str, goal: str = "") -> None:
+        table.add_row(name, f"{ms[key]:.3f}", f"{best[key]:.3f}", goal)
+
+    row("warm (report + chain, cached chain)", "warm")
+    row("floor: 1 P-384 ECDSA", "floor_warm")
+    table.add_row(
+        "warm / floor",
+        f"{doc['warm_over_floor']:.2f}x",
+        f"{doc['warm_over_floor_min']:.2f}x",
+        "<= 1.3x",
+    )
+    row("cold (fresh verifier)", "cold")
+    row("floor: 5 P-384 ECDSA", "floor_cold")
+    table.add_row(
+        "cold / floor",
+        f"{doc['cold_over_floor']:.2f}x",
+        f"{doc['cold_over_floor_min']:.2f}x",
+        "<= 1.5x",
+    )
+    row("warm with driver + VBIOS RIMs", "with_rims")
+    row(f"eight GPUs ({len(bundle)} distinct), warm", "eight_gpus", "< 8 ms")
     Console().print(table)
     Console().print(f"machine: {doc['machine']}")
     return 0

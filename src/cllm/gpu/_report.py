@@ -166,7 +166,32 @@ def _le(data: bytes, offset: int, size: int) -> int:
     return int.from_bytes(data[offset : offset + size], "little")
 
 
+_GSP_BLOCK: Final = L.BLOCK_HEADER_SIZE + L.DMTF_HEADER_SIZE + L.DIGEST_SIZE  # 55
+_GSP_INDICES: Final = bytes(range(1, L.GSP_BLOCKS + 1))
+# Every GSP block header after its index byte: DMTF, size 51, type 0x01, value size 48.
+_GSP_HEADER: Final = bytes([L.MEASUREMENT_SPEC_DMTF, 51, 0, L.DMTF_TYPE_FIRMWARE_DIGEST, 48, 0])
+
+
+def _parse_gsp_blocks(record: bytes) -> tuple[MeasurementBlock, ...] | None:
+    """Fast path for the one shape GSP reports have (64 digests, indices 1..64); None when the
+    record has any other shape, for the general parser to judge."""
+    if len(record) != L.GSP_BLOCKS * _GSP_BLOCK or record[::_GSP_BLOCK] != _GSP_INDICES:
+        return None
+    for k, expected in enumerate(_GSP_HEADER, start=1):
+        if record[k::_GSP_BLOCK] != bytes([expected]) * L.GSP_BLOCKS:
+            return None
+    digest = L.DMTF_TYPE_FIRMWARE_DIGEST
+    return tuple(
+        MeasurementBlock(i + 1, digest, record[i * _GSP_BLOCK + 7 : (i + 1) * _GSP_BLOCK])
+        for i in range(L.GSP_BLOCKS)
+    )
+
+
 def _parse_blocks(data: bytes, start: int, end: int, count: int) -> tuple[MeasurementBlock, ...]:
+    if count == L.GSP_BLOCKS:
+        fast = _parse_gsp_blocks(data[start:end])
+        if fast is not None:
+            return fast
     blocks: list[MeasurementBlock] = []
     pos = start
     previous = 0

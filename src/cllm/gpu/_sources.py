@@ -54,27 +54,31 @@ def _meta_version(data: bytes) -> str | None:
     return None if meta is None else meta.get("colloquialVersion")
 
 
-@dataclass(frozen=True)
 class RimFiles:
     """RIM documents given explicitly (``--rim``): chosen by kind, preferring the version asked
     for. A RIM of the right kind but another version is returned, for the pipeline to refuse
-    with ``gpu_rim_version_mismatch`` rather than report it missing."""
+    with ``gpu_rim_version_mismatch`` rather than report it missing. Documents are indexed once
+    (kind and version only; the pipeline verifies whichever is chosen)."""
 
-    documents: tuple[bytes, ...]
+    def __init__(self, documents: Sequence[bytes]) -> None:
+        self.documents = tuple(documents)
+        index: list[tuple[RimKind, str, bytes]] = []
+        for data in self.documents:
+            version = _meta_version(data)
+            if version is None:
+                continue
+            try:
+                index.append((rim_kind_and_version(version), version.lower(), data))
+            except GpuEvidenceFormatError:
+                continue
+        self._index = tuple(index)
 
     def find(self, rim_id: str, kind: RimKind, version: str) -> bytes | None:
         fallback = None
-        for data in self.documents:
-            found = _meta_version(data)
-            if found is None:
-                continue
-            try:
-                found_kind = rim_kind_and_version(found)
-            except GpuEvidenceFormatError:
-                continue
+        for found_kind, found_version, data in self._index:
             if found_kind is not kind:
                 continue
-            if found.lower() == version.lower():
+            if found_version == version.lower():
                 return data
             fallback = fallback or data
         return fallback
