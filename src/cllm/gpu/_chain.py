@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 DEVICE_CHAIN_LENGTH: Final = 5
+MAX_CHAIN_SIZE: Final = 64 * 1024  # five PEM certificates take about 5 KiB
 _SHA384 = ec.ECDSA(hashes.SHA384())
 _ECDSA_SHA384 = x509.SignatureAlgorithmOID.ECDSA_WITH_SHA384
 # DICE TcbInfo extensions carrying the FWID: Hopper (DiceTcbInfo, FWID last) and Blackwell
@@ -87,6 +88,10 @@ def parse_pem_chain(pem: bytes | str, *, what: str) -> tuple[x509.Certificate, .
     """Certificates of a PEM text, in order; ``gpu_chain_malformed`` when there are none or one
     does not decode."""
     data = pem.encode() if isinstance(pem, str) else pem
+    if len(data) > MAX_CHAIN_SIZE:
+        raise GpuEvidenceFormatError(
+            f"{what}: {len(data)} bytes, at most {MAX_CHAIN_SIZE}", code="gpu_chain_malformed"
+        )
     try:
         certs = tuple(x509.load_pem_x509_certificates(data.rstrip(b"\0")))
         for cert in certs:  # decode lazily-read fields now, not in the middle of a check

@@ -49,7 +49,10 @@ _TEXT_FIELDS: Final = frozenset(
         L.OPAQUE_CHIP_INFO,
     }
 )
-_MAX_OPAQUE_LENGTH: Final = 1024  # DSP0274 1.1: OpaqueLength shall not exceed 1024
+_MAX_OPAQUE_LENGTH: Final = 1024
+MAX_REPORT_SIZE: Final = (
+    64 * 1024
+)  # NVML's report buffer is 8 KiB  # DSP0274 1.1: OpaqueLength shall not exceed 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +302,8 @@ def parse_report(data: bytes, *, allow_trailing_zeros: bool = False) -> GpuRepor
     """
     if not isinstance(data, bytes):
         raise TypeError("report must be bytes")
+    if len(data) > MAX_REPORT_SIZE:
+        raise _fail(f"{len(data)} bytes, at most {MAX_REPORT_SIZE}", 0)
     _need(data, 0, L.RSP_RECORD, "request and response header")
     _expect(data, L.REQ_VERSION, L.SPDM_VERSION_11, "request SPDMVersion")
     _expect(data, L.REQ_CODE, L.GET_MEASUREMENTS, "request code")
