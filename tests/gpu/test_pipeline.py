@@ -185,31 +185,35 @@ def test_require_fwid() -> None:
     assert code(run(case, require_fwid=True)) == "gpu_fwid_missing"
 
 
-def _expected_flip_code(case: dict[str, Any], data: bytes, offset: int) -> str:
-    try:
-        report = parse_report(data, allow_trailing_zeros=case["trailing_bytes"] > 0)
-    except GpuEvidenceFormatError as exc:
-        return exc.code
+@functools.cache
+def _guarded_spans(case_id: str) -> dict[str, tuple[int, int]]:
+    """Absolute byte ranges of the FWID and GPU_INFO values in a corpus report."""
+    case = evidence(case_id)
     original = parse_report(read(case["report"]), allow_trailing_zeros=case["trailing_bytes"] > 0)
-    if (report.is_gsp and bool(report.opaque.fields)) != (
-        original.is_gsp and bool(original.opaque.fields)
-    ):
-        return "gpu_arch_mismatch"  # no longer the report shape this key signs
-    fwid_at = original.signature_offset - len(original.opaque_raw)
+    base = original.signature_offset - len(original.opaque_raw)
     raw = original.opaque_raw
-    # Locate the FWID and GPU_INFO values inside the opaque data of the original.
     spans: dict[str, tuple[int, int]] = {}
     pos = 0
     while pos < len(raw):
         field_type = int.from_bytes(raw[pos : pos + 2], "little")
         size = int.from_bytes(raw[pos + 2 : pos + 4], "little")
-        start = fwid_at + pos + 4
+        start = base + pos + 4
         if field_type == 20:
             spans["gpu_fwid_mismatch"] = (start, start + size)
         if field_type == 4:
             spans["gpu_arch_mismatch"] = (start, start + size)
         pos += 4 + size
-    for name, (start, end) in spans.items():
+    return spans
+
+
+def _expected_flip_code(case: dict[str, Any], data: bytes, offset: int) -> str:
+    try:
+        report = parse_report(data, allow_trailing_zeros=case["trailing_bytes"] > 0)
+    except GpuEvidenceFormatError as exc:
+        return exc.code
+    if (report.is_gsp and bool(report.opaque.fields)) != (case["opaque_length"] > 0):
+        return "gpu_arch_mismatch"  # no longer the report shape this key signs
+    for name, (start, end) in _guarded_spans(case["id"]).items():
         if start <= offset < end and report.opaque.get(20 if "fwid" in name else 4) is not None:
             return name
     return "gpu_report_signature_invalid"

@@ -119,11 +119,12 @@ def test_every_bit_flip_in_signed_info_is_rejected() -> None:
 
 
 def test_bit_flips_in_the_signed_document_are_rejected() -> None:
-    """One bit per byte, rotating, over the document the Reference digests. (A flip in a root
-    namespace declaration changes SignedInfo's inclusive C14N too: signature_invalid.)"""
+    """One bit in every fifth byte, rotating, over the document the Reference digests. (A flip
+    in a root namespace declaration changes SignedInfo's inclusive C14N too: signature_invalid.)
+    """
     data = _driver()
     end = data.index(b"<ds:Signature")
-    for offset in range(0, end, 3):
+    for offset in range(0, end, 5):
         found = verify_code(_flip(data, offset, offset % 8), WHEN)
         assert found in RIM_CODES, (offset, found)
 
