@@ -158,7 +158,7 @@ def main() -> int:
             raise SystemExit(f"with RIMs: {result.error}")
 
     with_rims()
-    samples["with_rims"] = [_time(with_rims) for _ in range(args.repeat * 4)]
+    samples["with_rims"] = [_time(with_rims) for _ in range(args.repeat * 10)]
     # Eight distinct GPUs (Hopper, one bundle), warm.
     hopper = [item for item in loaded if item[0]["arch"] == "HOPPER"]
     seen: set[str] = set()
@@ -173,7 +173,7 @@ def main() -> int:
         for case, report, chain in bundle:
             verify(warm_verifier, case, report, chain)
 
-    samples["eight_gpus"] = [_time(eight) for _ in range(args.repeat * 2)]
+    samples["eight_gpus"] = [_time(eight) for _ in range(args.repeat * 10)]
     gc.enable()
     ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
     best = {k: min(v) * 1000 for k, v in samples.items()}  # robust on a shared machine
