@@ -128,6 +128,9 @@ def test_rim_verify(capsys: pytest.CaptureFixture[str]) -> None:
     # One second after the signer expired (2025-06-22T09:38:54Z).
     code, doc = _run(capsys, "gpu", "rim", "verify", _p(VBIOS), "--at", "1750585135", "--json")
     assert code == 1 and doc["error"]["code"] == "gpu_rim_cert_expired"
+    # Times outside datetime's range are still answered with a code, not a traceback.
+    code, doc = _run(capsys, "gpu", "rim", "verify", _p(VBIOS), "--at", str(10**15), "--json")
+    assert code == 1 and doc["error"]["code"] == "gpu_rim_cert_expired"
     edited = "rims/NV_GPU_DRIVER_GH100_535.86.09_measurement_mismatch.xml"
     code, doc = _run(capsys, "gpu", "rim", "verify", _p(edited), "--json")
     assert code == 1 and doc["error"]["code"] == "gpu_rim_digest_mismatch"

@@ -170,7 +170,10 @@ def check_links(
 
 
 def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # outside datetime's years 1..9999
+        return f"unix time {ts}"
 
 
 def validity_windows(certs: Sequence[x509.Certificate]) -> tuple[tuple[int, int], ...]:
