@@ -247,3 +247,23 @@ def test_rim_directory_and_service(tmp_path: Any, monkeypatch: pytest.MonkeyPatc
         assert verify(off, rims=sources, rims_required=BOTH).ok
         assert len(seen) == 1  # cached
         assert seen[0][2]["authorization"] == "Bearer k-123"
+
+
+def test_bit_flips_in_a_supplied_answer() -> None:
+    """One bit per byte (rotating) of a good answer: never accepted, always a typed code."""
+    good = device_answers()
+    target = bytearray(good[2])
+    for offset in range(len(target)):
+        flipped = bytearray(target)
+        flipped[offset] ^= 1 << (offset % 8)
+        answers = (good[0], good[1], bytes(flipped))
+        result = verify(OcspPolicy(OcspMode.REQUIRE, responses=answers))
+        assert not result.ok, offset
+        assert code(result) in {
+            "gpu_ocsp_unavailable",
+            "gpu_ocsp_invalid",
+            "gpu_ocsp_malformed",
+            "gpu_ocsp_stale",
+            "gpu_ocsp_unknown",
+            "gpu_cert_revoked",
+        }, (offset, code(result))

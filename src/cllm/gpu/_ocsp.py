@@ -105,13 +105,13 @@ def _covers(response: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Ce
         if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
             return False
         digest = _cert_id_hash(response.hash_algorithm)
+        return (
+            response.serial_number == cert.serial_number
+            and response.issuer_name_hash == digest(issuer.subject.public_bytes())
+            and response.issuer_key_hash == digest(_key_bytes(issuer))
+        )
     except (VerificationError, *X509_DECODE_ERRORS):  # type: ignore[misc]
-        return False
-    return (
-        response.serial_number == cert.serial_number
-        and response.issuer_name_hash == digest(issuer.subject.public_bytes())
-        and response.issuer_key_hash == digest(_key_bytes(issuer))
-    )
+        return False  # e.g. several answers in one response: not one for this certificate
 
 
 def _signer(
