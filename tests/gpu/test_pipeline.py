@@ -241,14 +241,21 @@ def test_every_bit_flip_in_the_report_is_rejected(case_id: str, stride: int) -> 
     "ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning"
 )
 def test_bit_flips_in_chain_certificates_are_rejected() -> None:
-    """One bit per byte (rotating) of every certificate's DER: the chain step rejects it."""
+    """Every bit of the leaf and of the per-GPU CA (the certificates that name this GPU, its
+    key and its FWID), one bit per byte (rotating) of the three CAs above: the chain step
+    rejects each."""
     case = evidence("c438e7e714c05a9b")
     certs = _certs(case)
     ders = [c.public_bytes(serialization.Encoding.DER) for c in certs]
     for index, der in enumerate(ders):
-        for offset in range(len(der)):
+        flips = (
+            [(o, b) for o in range(len(der)) for b in range(8)]
+            if index < 2
+            else [(o, o % 8) for o in range(len(der))]
+        )
+        for offset, bit in flips:
             flipped = bytearray(der)
-            flipped[offset] ^= 1 << (offset % 8)
+            flipped[offset] ^= 1 << bit
             pems = [_der_pem(flipped if i == index else d) for i, d in enumerate(ders)]
             result = run(case, chain=b"".join(pems))
             assert not result.ok
