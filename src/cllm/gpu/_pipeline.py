@@ -317,7 +317,8 @@ class GpuVerifier:
                 f"{kind} RIM is for version {rim.version}, the report has {version}",
                 code="gpu_rim_version_mismatch",
             )
-        chip = _need(run.identity).chip
+        # Blackwell reports name their chip (CHIP_INFO, e.g. a GB100 derivative); RIMs use it.
+        chip = report.opaque.text(L.OPAQUE_CHIP_INFO) or _need(run.identity).chip
         if rim.product != chip:
             raise VerificationError(
                 f"{kind} RIM is for {rim.product}, the GPU is {chip}",
