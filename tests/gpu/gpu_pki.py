@@ -18,13 +18,14 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from cllm.gpu import (
+    GoldenMeasurement,
     GpuTrustRoots,
     MeasurementBlock,
     OpaqueField,
     build_report,
+    build_rim,
     encode_opaque,
 )
-from cllm.gpu._rim import GoldenMeasurement, build_rim
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp())

@@ -44,8 +44,7 @@ RIM_URL_ENV = "CLLM_GPU_RIM_URL"
 
 def report_fields(report: GpuReport) -> dict[str, Any]:
     """The ``cllm gpu show --json`` document."""
-    from cllm.gpu import GpuArch
-    from cllm.gpu._pipeline import driver_rim_id, vbios_rim_id
+    from cllm.gpu import GpuArch, driver_rim_id, vbios_rim_id
 
     o = report.opaque
     arch = {0x0180: "HOPPER", 0x01A0: "BLACKWELL"}.get(o.gpu_info or -1)

@@ -6,7 +6,13 @@ of docs/gpu.md with the time, expected nonce, trust roots, RIM source and OCSP p
 
 from cllm.gpu._chain import GpuArch
 from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
-from cllm.gpu._pipeline import NO_RIMS, GpuVerifier, verify_gpu_evidence
+from cllm.gpu._pipeline import (
+    NO_RIMS,
+    GpuVerifier,
+    driver_rim_id,
+    vbios_rim_id,
+    verify_gpu_evidence,
+)
 from cllm.gpu._report import (
     GpuReport,
     MeasurementBlock,
@@ -17,7 +23,7 @@ from cllm.gpu._report import (
     parse_report,
 )
 from cllm.gpu._result import GpuClaims, GpuVerification
-from cllm.gpu._rim import Rim, RimKind
+from cllm.gpu._rim import GoldenMeasurement, Rim, RimKind, build_rim
 from cllm.gpu._roots import GpuTrustRoots, nvidia_roots
 from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
 
@@ -25,6 +31,7 @@ __all__ = [
     "NO_RIMS",
     "NVIDIA_OCSP_URL",
     "NVIDIA_RIM_SERVICE_URL",
+    "GoldenMeasurement",
     "GpuArch",
     "GpuClaims",
     "GpuReport",
@@ -43,9 +50,12 @@ __all__ = [
     "RimService",
     "RimSources",
     "build_report",
+    "build_rim",
+    "driver_rim_id",
     "encode_opaque",
     "encode_report",
     "nvidia_roots",
     "parse_report",
+    "vbios_rim_id",
     "verify_gpu_evidence",
 ]
