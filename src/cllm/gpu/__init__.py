@@ -4,6 +4,7 @@
 of docs/gpu.md with the time, expected nonce, trust roots, RIM source and OCSP policy as inputs.
 """
 
+from cllm.gpu._bundle import GpuBundleVerification, verify_bundle
 from cllm.gpu._chain import GpuArch
 from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
 from cllm.gpu._pipeline import (
@@ -33,6 +34,7 @@ __all__ = [
     "NVIDIA_RIM_SERVICE_URL",
     "GoldenMeasurement",
     "GpuArch",
+    "GpuBundleVerification",
     "GpuClaims",
     "GpuReport",
     "GpuTrustRoots",
@@ -57,5 +59,6 @@ __all__ = [
     "nvidia_roots",
     "parse_report",
     "vbios_rim_id",
+    "verify_bundle",
     "verify_gpu_evidence",
 ]
