@@ -267,3 +267,17 @@ def test_bit_flips_in_a_supplied_answer() -> None:
             "gpu_ocsp_unknown",
             "gpu_cert_revoked",
         }, (offset, code(result))
+
+
+def test_rim_for_another_chip_and_nvidia_pair_recognized() -> None:
+    p = pki()
+    driver = p.rim(DRIVER, range(21, 41), product="GB100")
+    vbios = p.rim("96.00.5E.00.04", range(0, 13))
+    off = OcspPolicy(OcspMode.OFF)
+    result = verify(off, rims=RimFiles((driver, vbios)), rims_required=BOTH)
+    assert code(result) == "gpu_rim_product_mismatch"
+    # Handing NVIDIA's own pair to custom() yields the pinned roots, marked as NVIDIA.
+    nvidia = nvidia_roots()
+    same = type(nvidia).custom(device=nvidia.device, rim=nvidia.rim, name="mine")
+    assert same is nvidia and same.is_nvidia
+    assert not p.roots.is_nvidia
