@@ -101,23 +101,20 @@ def test_verify_rejections_and_unusable(capsys: pytest.CaptureFixture[str], tmp_
     assert code == 2 and doc["error"]["code"] == "gpu_report_trailing_bytes"
 
 
-def test_verify_ocsp_required_from_files(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+def test_verify_ocsp_required_from_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     case = evidence("c438e7e714c05a9b")
     junk = tmp_path / "answer.der"
     junk.write_bytes(b"\x30\x03\x0a\x01\x06")  # OCSPResponse: unauthorized
     argv = ["gpu", "verify", _p(case["report"]), "--chain", _p(case["chain"])]
     argv += ["--ocsp-response", str(junk), "--at", str(at(case)), "--json"]
     # The answer covers no certificate; the responder URL is a closed loopback port.
-    import os
-
-    os.environ["CLLM_GPU_OCSP_URL"] = "http://127.0.0.1:9/"
-    try:
-        code, doc = _run(capsys, *argv)
-        assert code == 1 and doc["error"]["code"] == "gpu_ocsp_unavailable"
-        code, doc = _run(capsys, *argv, "--ocsp", "allow-unknown")
-        assert code == 0 and doc["claims"]["ocsp"] == "unavailable"
-    finally:
-        del os.environ["CLLM_GPU_OCSP_URL"]
+    monkeypatch.setenv("CLLM_GPU_OCSP_URL", "http://127.0.0.1:9/")
+    code, doc = _run(capsys, *argv)
+    assert code == 1 and doc["error"]["code"] == "gpu_ocsp_unavailable"
+    code, doc = _run(capsys, *argv, "--ocsp", "allow-unknown")
+    assert code == 0 and doc["claims"]["ocsp"] == "unavailable"
 
 
 def test_rim_verify(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,3 +164,12 @@ def test_cli_subprocess_human_output() -> None:
     assert out.returncode == 0, out.stderr
     assert "verified" in out.stdout and "measurements not appraised" in out.stdout
     assert "OCSP is off" in out.stderr  # weakening is logged
+
+
+def test_rim_service_unreachable_is_unusable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLLM_GPU_RIM_URL", "http://127.0.0.1:9")
+    argv = ["gpu", "verify", _p(G), "--chain", _p(CHAIN), "--nonce", NONCE, "--ocsp", "off"]
+    code, doc = _run(capsys, *argv, "--at", WHEN, "--json")
+    assert code == 2 and doc["error"]["code"] == "gpu_rim_fetch"

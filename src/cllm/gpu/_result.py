@@ -10,6 +10,8 @@ from cllm.verify import Step
 
 __all__ = ["GpuClaims", "GpuVerification", "MeasurementClaims", "RimClaims"]
 
+_NOT_JUDGED = frozenset({"gpu_rim_fetch", "gpu_rim_unreadable"})
+
 
 @dataclass(frozen=True, slots=True)
 class RimClaims:
@@ -98,8 +100,11 @@ class GpuVerification:
 
     @property
     def input_unusable(self) -> bool:
-        """The evidence could not be decoded at all (CLI exit code 2)."""
-        return isinstance(self.error, GpuEvidenceFormatError)
+        """The evidence could not be decoded, or a RIM could not be read or fetched: nothing was
+        judged (CLI exit code 2)."""
+        return isinstance(self.error, GpuEvidenceFormatError) or (
+            self.error is not None and self.error.code in _NOT_JUDGED
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``cllm gpu verify --json`` contract."""
