@@ -82,6 +82,8 @@ def test_evidence_case(case: dict[str, Any]) -> None:
         assert produced[name] == expected, name
     assert claims.arch == case["arch"]
     assert claims.nvidia_hardware and claims.roots == "NVIDIA"
+    flag = case["claims"]["feature_flag"]
+    assert claims.mode == {None: None, "0000": "SPT", "0100": "MPT", "0200": "PPCIE"}[flag]
 
 
 def test_nras_token_claims_cross_check() -> None:

@@ -110,6 +110,16 @@ def _hex(value: bytes | None) -> str | None:
     return None if value is None else value.hex()
 
 
+_MODES: Final = {0: "SPT", 1: "MPT", 2: "PPCIE"}
+
+
+def _mode(flag: bytes | None) -> str | None:
+    if flag is None:
+        return None
+    value = int.from_bytes(flag, "little")
+    return _MODES.get(value, f"unknown ({value})")
+
+
 class GpuVerifier:
     """Verifies NVIDIA GPU evidence under one pair of trust roots.
 
@@ -379,6 +389,7 @@ class GpuVerifier:
             nvdec0_status=_hex(o.get(L.OPAQUE_NVDEC0_STATUS)),
             protected_pcie_status=_hex(o.get(L.OPAQUE_PROTECTED_PCIE_STATUS)),
             feature_flag=_hex(o.get(L.OPAQUE_FEATURE_FLAG)),
+            mode=_mode(o.get(L.OPAQUE_FEATURE_FLAG)),
             opaque_data_version=_hex(o.get(L.OPAQUE_DATA_VERSION)),
             trailing_bytes=report.trailing_bytes,
             ocsp=run.device_ocsp,

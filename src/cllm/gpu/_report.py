@@ -294,12 +294,16 @@ def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
     return OpaqueData(tuple(fields), version)
 
 
-def parse_report(data: bytes, *, allow_trailing_zeros: bool = False) -> GpuReport:
+def parse_report(
+    data: bytes | bytearray | memoryview, *, allow_trailing_zeros: bool = False
+) -> GpuReport:
     """Parse a report to its declared lengths.
 
     Bytes after the signature are refused (``gpu_report_trailing_bytes``) unless
     ``allow_trailing_zeros``, which tolerates zero bytes only (a real capture carries one).
     """
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
     if not isinstance(data, bytes):
         raise TypeError("report must be bytes")
     if len(data) > MAX_REPORT_SIZE:

@@ -75,6 +75,7 @@ class GpuClaims:
     nvdec0_status: str | None
     protected_pcie_status: str | None
     feature_flag: str | None
+    mode: str | None  # FEATURE_FLAG decoded: SPT (one GPU), MPT (multi-GPU passthrough), PPCIE
     opaque_data_version: str | None
     trailing_bytes: int
     ocsp: str | None  # worst device-chain status: good, unknown, unavailable, off
