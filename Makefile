@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/measure.py
 	$(BIN)/python bench/verifier.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/cli.py
 
 clean:

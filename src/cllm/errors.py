@@ -39,6 +39,7 @@ __all__ = [
     "EngineError",
     "EventLogError",
     "EvidenceError",
+    "GpuEvidenceFormatError",
     "MeasurementError",
     "PolicyError",
     "QuoteFormatError",
@@ -168,6 +169,21 @@ class ServerError(CllmError):
     """``cllm serve`` cannot start with the configuration given."""
 
     default_code = "server_error"
+
+
+class GpuEvidenceFormatError(CllmError):
+    """Bytes that are not a well-formed NVIDIA GPU attestation report (SPDM GET_MEASUREMENTS
+    request and response, opaque data), device certificate chain or RIM document.
+
+    ``offset`` is the byte offset where parsing failed (-1 where no offset applies).
+    """
+
+    default_code = "gpu_report_malformed"
+
+    def __init__(self, reason: str, *, offset: int = -1, code: str | None = None) -> None:
+        super().__init__(reason if offset < 0 else f"{reason} (at offset {offset})", code=code)
+        self.offset = offset
+        self.reason = reason
 
 
 # Foreign exceptions: cryptography decodes certificate and CRL fields lazily and reports malformed

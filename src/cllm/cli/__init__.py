@@ -23,6 +23,7 @@ __all__ = ["main"]
 # modules' own help).
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "quote": ("_quote", "parse and verify DCAP quotes offline"),
+    "gpu": ("_gpu", "parse and verify NVIDIA GPU attestation evidence"),
     "measure": (
         "_measure",
         "compute the events and RTMR3 `cllm serve` extends, offline (reference values)",

@@ -1,0 +1,64 @@
+"""NVIDIA GPU evidence: SPDM measurement reports, device certificate chains, RIMs and OCSP.
+
+``verify_gpu_evidence`` (or a long-lived ``GpuVerifier``) runs the numbered fail-closed pipeline
+of docs/gpu.md with the time, expected nonce, trust roots, RIM source and OCSP policy as inputs.
+"""
+
+from cllm.gpu._bundle import GpuBundleVerification, verify_bundle
+from cllm.gpu._chain import GpuArch
+from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
+from cllm.gpu._pipeline import (
+    NO_RIMS,
+    GpuVerifier,
+    driver_rim_id,
+    vbios_rim_id,
+    verify_gpu_evidence,
+)
+from cllm.gpu._report import (
+    GpuReport,
+    MeasurementBlock,
+    OpaqueField,
+    build_report,
+    encode_opaque,
+    encode_report,
+    parse_report,
+)
+from cllm.gpu._result import GpuClaims, GpuVerification
+from cllm.gpu._rim import GoldenMeasurement, Rim, RimKind, build_rim
+from cllm.gpu._roots import GpuTrustRoots, nvidia_roots
+from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
+
+__all__ = [
+    "NO_RIMS",
+    "NVIDIA_OCSP_URL",
+    "NVIDIA_RIM_SERVICE_URL",
+    "GoldenMeasurement",
+    "GpuArch",
+    "GpuBundleVerification",
+    "GpuClaims",
+    "GpuReport",
+    "GpuTrustRoots",
+    "GpuVerification",
+    "GpuVerifier",
+    "MeasurementBlock",
+    "OcspFetcher",
+    "OcspMode",
+    "OcspPolicy",
+    "OpaqueField",
+    "Rim",
+    "RimDirectory",
+    "RimFiles",
+    "RimKind",
+    "RimService",
+    "RimSources",
+    "build_report",
+    "build_rim",
+    "driver_rim_id",
+    "encode_opaque",
+    "encode_report",
+    "nvidia_roots",
+    "parse_report",
+    "vbios_rim_id",
+    "verify_bundle",
+    "verify_gpu_evidence",
+]
