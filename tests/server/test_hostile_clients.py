@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cllm.cli import main
 from cllm.crypto import HpkeKeyPair, request_aad, seal_request
 from cllm.server import ServeSettings
 from serving import MODEL, ServeProcess, http, start_serve
@@ -230,3 +231,12 @@ def test_a_missing_double_or_lookalike_host_is_403(hardened: ServeProcess, head:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 403 "), answer[:100]
     assert b'"host_not_allowed"' in answer
+
+
+def test_the_flag_refuses_what_is_no_host_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "--state-dir", str(tmp_path), "--allowed-host", "https://x.example"])
+    assert caught.value.code == 2
+    assert "argument --allowed-host: not a host name" in capsys.readouterr().err

@@ -27,6 +27,14 @@ def _api_key(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+def _allowed_host(text: str) -> str:
+    from cllm.server._guard import normalise_host
+
+    if normalise_host(text) is None:
+        raise argparse.ArgumentTypeError(f"not a host name or IP address: {text!r}")
+    return text
+
+
 def _summary(console: Console, report: object, *, url: str, verifier: str | None) -> None:
     from cllm.server import StartupReport
 
@@ -186,6 +194,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--allowed-host",
         action="append",
         default=[],
+        type=_allowed_host,
         metavar="NAME",
         help="answer only requests whose Host is NAME (or under *.DOMAIN); repeatable; "
         "default: any (a guard against DNS rebinding, see docs/server.md)",
