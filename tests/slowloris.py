@@ -53,8 +53,7 @@ class Held:
 
     def open_count(self) -> int:
         """How many of the connections the server has not closed (nothing readable yet)."""
-        readable, _, _ = select.select(self.sockets, [], [], 0) if self.sockets else ([], [], [])
-        return len(self.sockets) - len(readable)
+        return len(self.sockets) - len(_readable(self.sockets, 0))
 
     def wait_closed(self, deadline: float) -> dict[bytes, int]:
         """Wait (until the monotonic ``deadline``) for the server to close every connection;
@@ -63,14 +62,22 @@ class Held:
         ends: dict[bytes, int] = {}
         pending = list(self.sockets)
         while pending and time.monotonic() < deadline:
-            readable, _, _ = select.select(pending, [], [], 0.05)
-            for sock in readable:
+            for sock in _readable(pending, 0.05):
                 pending.remove(sock)
                 ended = _read_to_close(sock).split(b"\r\n", 1)[0]
                 ends[ended] = ends.get(ended, 0) + 1
         if pending:
             ends[b"open"] = len(pending)
         return ends
+
+
+def _readable(sockets: list[socket.socket], timeout: float) -> list[socket.socket]:
+    # poll, not select: select() cannot watch descriptors numbered 1024 and above.
+    poller = select.poll()
+    by_fd = {sock.fileno(): sock for sock in sockets}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
 
 
 def _read_to_close(sock: socket.socket) -> bytes:
