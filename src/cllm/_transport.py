@@ -320,6 +320,15 @@ def run_guarded(
     (no route uses them; an upgraded connection would escape the timers)."""
     import uvicorn
 
+    _log.info(
+        "connections: at most %d open, %d requests in progress; timeouts: head %gs, body %gs, "
+        "idle %gs",
+        limits.max_connections,
+        limits.max_concurrent_requests,
+        limits.header_timeout,
+        limits.body_timeout,
+        limits.idle_timeout,
+    )
     uvicorn.run(
         ConcurrencyLimit(app, limit=limits.max_concurrent_requests, refusal=refusal),
         http=guarded_protocol(limits),
