@@ -20,6 +20,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from cllm._transport import (
+    MAX_HEAD_BYTES,
     RESERVED_DESCRIPTORS,
     ConcurrencyLimit,
     TransportLimits,
@@ -195,6 +196,36 @@ def test_a_trickled_head_does_not_extend_its_deadline(running: Running) -> None:
         elapsed = time.monotonic() - started
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408 ")
     assert LIMITS.header_timeout - 0.1 <= elapsed < LIMITS.header_timeout + SLACK
+
+
+def _header_lines(size: int) -> bytes:
+    line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+    return line * (size // len(line))
+
+
+def test_a_head_over_the_size_limit_is_431(running: Running) -> None:
+    """httptools keeps every header line it is given: without a limit one connection fills
+    memory within the head timeout (hundreds of MB per second on loopback)."""
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sock.sendall(_header_lines(MAX_HEAD_BYTES + 8192))
+        answer = _read_all(sock)
+    assert answer == (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n"
+        b"content-length: 0\r\n\r\n"
+    )
+    # Just under the limit is an ordinary request.
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
+        sock.sendall(_header_lines(MAX_HEAD_BYTES - 2048) + b"\r\n")
+        assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
 
 
 def test_a_silent_connection_is_closed_without_a_word(running: Running) -> None:

@@ -9,6 +9,7 @@ arrive):
 * a request head must be complete within ``header_timeout`` of the connection opening or of the
   request's first byte (answered 408 when some of it came, else closed silently); the body
   within ``body_timeout`` of the head; an idle keep-alive connection lives ``idle_timeout``;
+  a head over ``MAX_HEAD_BYTES`` is answered 431 (httptools itself has no limit);
 * open connections are capped (``max_connections``, by default derived from RLIMIT_NOFILE):
   at the cap, the connection that has waited longest *without* a request in progress (a
   half-sent head or an idle keep-alive) is closed to make room, so a flood of half-open
@@ -54,6 +55,13 @@ RESERVED_DESCRIPTORS = 128
 _NOFILE_CEILING = 65536
 _MIN_CONNECTIONS = 16
 
+# A request head (request line and headers) larger than this is refused: httptools sets no
+# limit, so one connection could otherwise fill memory with header lines within the head timeout.
+MAX_HEAD_BYTES = 64 * 1024
+_TOO_LARGE_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n"
+    b"content-length: 0\r\n\r\n"
+)
 _TIMEOUT_408 = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 _FULL_503 = (
     b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\n"
@@ -159,6 +167,7 @@ class _Guarded(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._phase = "head"  # head | body | busy | idle
         self._head_bytes = False  # some of the current request head has arrived
+        self._head_size = 0  # bytes received since the last complete head (outside bodies)
         self._seen: object = None  # the request cycle last seen starting
         self._refused = False
 
@@ -210,6 +219,7 @@ class _Guarded(HttpToolsProtocol):
             self._arm(type(self).limits.header_timeout, self._head_expired)
         if self._phase == "head":
             self._head_bytes = True
+        heading = self._phase != "body"  # these bytes are (part of) a request head
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -217,6 +227,7 @@ class _Guarded(HttpToolsProtocol):
         if cycle is not None and cycle is not self._seen:  # a request head is complete
             self._seen = cycle
             self._head_bytes = False
+            self._head_size = 0
             type(self).waiting.pop(self, None)
             if cycle.more_body and not cycle.response_complete:
                 self._phase = "body"
@@ -224,7 +235,13 @@ class _Guarded(HttpToolsProtocol):
             else:
                 self._phase = "busy"
                 self._disarm()
-        elif self._phase == "body" and (cycle is None or not cycle.more_body):
+            return
+        if heading:
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD_BYTES:
+                self.transport.write(_TOO_LARGE_431)
+                self._close()
+        elif cycle is None or not cycle.more_body:
             self._phase = "busy"
             self._disarm()
 
