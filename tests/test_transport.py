@@ -221,6 +221,24 @@ def test_a_head_over_the_size_limit_is_431(running: Running) -> None:
         assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
 
 
+def test_a_body_answered_before_it_was_read_is_no_head(running: Running) -> None:
+    """An answer may come before the body was read (a 415, a 503): the rest of the body is
+    still body, not a request head over the size limit, and the connection stays usable."""
+    body = b"x" * (4 * MAX_HEAD_BYTES)
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        answer = b""
+        while not answer.endswith(b"\r\n\r\nok"):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        for start in range(0, len(body), 16384):
+            sock.sendall(body[start : start + 16384])
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert _read_all(sock).startswith(b"HTTP/1.1 200 ")
+
+
 def _read_all(sock: socket.socket) -> bytes:
     data = b""
     while chunk := sock.recv(4096):

@@ -152,8 +152,21 @@ def connection_cap(*, configured: int | None, nofile: int, max_concurrent_reques
 
 
 class _Guarded(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the timers and the cap described above. One subclass
-    per running server (made by :func:`guarded_protocol`) holds that server's bookkeeping."""
+    """uvicorn's httptools protocol with the timers, the head size limit and the cap described
+    above. The parser's own events say where a connection is (``_reading``: a request head, a
+    body, or between requests); one timer at a time runs for it:
+
+    ========================  ===========================  ==================================
+    reading                   no answer in progress        an answer in progress
+    ========================  ===========================  ==================================
+    a head                    ``header_timeout`` (408)     none (a pipelined head waits)
+    a body                    ``body_timeout``             ``body_timeout``
+    between requests          ``idle_timeout``             none (answers have no limit)
+    ========================  ===========================  ==================================
+
+    A timer runs from the moment its row was entered: trickled bytes never extend it. One
+    subclass per running server (made by :func:`guarded_protocol`) holds its bookkeeping.
+    """
 
     limits: ClassVar[TransportLimits]
     # Accepted and not yet closed by us or the peer (uvicorn's own set lags a closed transport
@@ -165,10 +178,11 @@ class _Guarded(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
-        self._phase = "head"  # head | body | busy | idle
-        self._head_bytes = False  # some of the current request head has arrived
-        self._head_size = 0  # bytes received since the last complete head (outside bodies)
-        self._seen: object = None  # the request cycle last seen starting
+        self._timer_kind = ""
+        self._reading = "head"  # head | body | none (between requests)
+        self._began = False  # some of the current request head has arrived
+        self._heads = 0  # request heads completed on this connection
+        self._head_size = 0  # bytes of the request head being received
         self._refused = False
 
     # --- the connection ---------------------------------------------------------------------
@@ -182,8 +196,7 @@ class _Guarded(HttpToolsProtocol):
             return
         super().connection_made(transport)
         cls.open_connections.add(self)
-        cls.waiting[self] = None
-        self._arm(cls.limits.header_timeout, self._head_expired)
+        self._update()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
@@ -211,76 +224,90 @@ class _Guarded(HttpToolsProtocol):
         oldest._close()
         return True
 
-    # --- the request cycle ------------------------------------------------------------------
+    # --- where the connection is ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == "idle":  # the first byte of the next request on a kept-alive one
-            self._phase = "head"
-            self._arm(type(self).limits.header_timeout, self._head_expired)
-        if self._phase == "head":
-            self._head_bytes = True
-        heading = self._phase != "body"  # these bytes are (part of) a request head
+        heads, in_body = self._heads, self._reading == "body"
         super().data_received(data)
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        if cycle is not None and cycle is not self._seen:  # a request head is complete
-            self._seen = cycle
-            self._head_bytes = False
-            self._head_size = 0
-            type(self).waiting.pop(self, None)
-            if cycle.more_body and not cycle.response_complete:
-                self._phase = "body"
-                self._arm(type(self).limits.body_timeout, self._body_expired)
-            else:
-                self._phase = "busy"
-                self._disarm()
-            return
-        if heading:
-            self._head_size += len(data)
+        if self._heads == heads and not in_body and self._reading != "body":
+            self._head_size += len(data)  # all of it went to a head (or between requests)
             if self._head_size > MAX_HEAD_BYTES:
                 self.transport.write(_TOO_LARGE_431)
                 self._close()
-        elif cycle is None or not cycle.more_body:
-            self._phase = "busy"
-            self._disarm()
+                return
+        self._update()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading, self._began = "head", True
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._reading, self._began = "body", False
+        self._heads += 1
+        self._head_size = 0
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = "none"
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.transport.is_closing() or self.pipeline:
+        if not self.transport.is_closing():
+            # uvicorn armed its keep-alive timer (whole seconds, its own setting): ours rule.
+            self._unset_keepalive_if_required()
+            self._update()
+
+    def _answering(self) -> bool:
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def _update(self) -> None:
+        """Run the timer of the row the connection is in (see the class docstring); keep the
+        connection among the evictable ones while no request is in progress."""
+        answering = self._answering()
+        if self._reading == "body":
+            kind = "body"
+        elif answering:
+            kind = ""
+        else:
+            kind = "head" if self._reading == "head" else "idle"
+        if answering or self._reading == "body":
+            type(self).waiting.pop(self, None)
+        elif self not in type(self).waiting:
+            type(self).waiting[self] = None
+        if kind == self._timer_kind:
             return
-        # uvicorn armed its keep-alive timer (whole seconds, from its own setting): ours instead.
-        self._unset_keepalive_if_required()
-        self._phase = "idle"
-        self._head_bytes = False
-        type(self).waiting[self] = None
-        self._arm(type(self).limits.idle_timeout, self._close)
+        self._disarm()
+        limits = type(self).limits
+        if kind == "head":
+            self._arm(kind, limits.header_timeout, self._head_expired)
+        elif kind == "body":
+            self._arm(kind, limits.body_timeout, self._close)
+        elif kind == "idle":
+            self._arm(kind, limits.idle_timeout, self._close)
 
     # --- timers -----------------------------------------------------------------------------
 
-    def _arm(self, seconds: float, then: Callable[[], None]) -> None:
-        self._disarm()
+    def _arm(self, kind: str, seconds: float, then: Callable[[], None]) -> None:
         self._timer = self.loop.call_later(seconds, then)
+        self._timer_kind = kind
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_kind = ""
 
     def _head_expired(self) -> None:
+        # Only armed while no answer is in progress: a 408 cannot land inside another answer.
         self._timer = None
-        if self._phase != "head" or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        if self._head_bytes:
+        if self._began:
             self.transport.write(_TIMEOUT_408)
         self._close()
-
-    def _body_expired(self) -> None:
-        # The app may be waiting for the rest of the body: closing makes its receive() return
-        # http.disconnect, so it stops there.
-        self._timer = None
-        if self._phase == "body":
-            self._close()
 
 
 def guarded_protocol(limits: TransportLimits) -> type[asyncio.Protocol]:
