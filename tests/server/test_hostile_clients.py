@@ -22,6 +22,7 @@ from slowloris import Held, healthz_seconds
 
 HEADER_TIMEOUT = 3.0
 SLACK = 3.0  # a loaded 2-core machine; what is asserted is "closed by the timer, not never"
+PLAIN = {"Content-Type": "text/plain"}
 POST_ROUTES = ("/v1/chat/completions", "/api/chat", "/api/generate")
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -125,6 +126,16 @@ def test_a_post_with_the_wrong_content_type_is_415_and_not_processed(
     headers = {} if content_type is None else {"Content-Type": content_type}
     response = http.post(f"{served.url}{path}", content=_body(path), headers=headers)
     _is_415(path, response)
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_a_large_text_plain_post_is_415_on_a_reusable_connection(
+    served: ServeProcess, path: str
+) -> None:
+    with httpx.Client(base_url=served.url, timeout=120) as client:
+        response = client.post(path, content=b"{" + b" " * 500_000 + b"}", headers=PLAIN)
+        _is_415(path, response)
+        assert client.get("/healthz").status_code == 200  # the same connection, kept alive
 
 
 @pytest.mark.parametrize("path", POST_ROUTES)
