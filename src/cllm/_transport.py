@@ -36,7 +36,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from cllm.errors import CllmError
 
 __all__ = [
+    "MAX_HEAD_BYTES",
+    "RESERVED_DESCRIPTORS",
     "ConcurrencyLimit",
+    "LimitSettings",
     "TransportLimits",
     "connection_cap",
     "effective_limits",
