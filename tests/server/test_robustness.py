@@ -128,7 +128,11 @@ def test_bodies_over_the_limit_are_413(guarded: ServeProcess, path: str, shape: 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
         yield json.dumps(big).encode()
 
-    response = http.post(f"{guarded.url}{path}", content=chunked(), headers=AUTH)
+    response = http.post(
+        f"{guarded.url}{path}",
+        content=chunked(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert response.status_code == 413
 
 

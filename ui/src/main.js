@@ -186,6 +186,8 @@ function showDetails(show, { pin } = {}) {
 
 function setAttestation(result) {
   state.attestation = result;
+  // Once the server verifies again, the chat is protected again (never the other way).
+  if (result.keys && state.chat) state.chat.unprotected = false;
   ui.badge.dataset.state = result.state;
   ui.badgeLabel.textContent = result.label;
   ui.badge.title = result.reason;
@@ -337,6 +339,8 @@ function openChat(saved) {
   stopStreaming();
   state.chat = {
     ...saved,
+    // "Continue unprotected" was consent for that moment: a reopened chat asks again.
+    unprotected: false,
     messages: saved.messages.map((m) => ({ ...m, unprotected: m.unprotected ?? saved.unprotected })),
   };
   renderMessages();

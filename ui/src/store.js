@@ -32,7 +32,8 @@ export function saveChat(chat) {
     title: chat.title,
     created: chat.created,
     updated: Date.now(),
-    unprotected: Boolean(chat.unprotected),
+    // Marked in the history as long as any message of it went unprotected.
+    unprotected: Boolean(chat.unprotected) || chat.messages.some((m) => m.unprotected),
     messages: chat.messages.map(({ role, content, status, signature, unprotected, error }) => ({
       role,
       content,

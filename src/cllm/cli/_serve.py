@@ -27,6 +27,14 @@ def _api_key(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+def _allowed_host(text: str) -> str:
+    from cllm.server._guard import normalise_host
+
+    if normalise_host(text) is None:
+        raise argparse.ArgumentTypeError(f"not a host name or IP address: {text!r}")
+    return text
+
+
 def _summary(console: Console, report: object, *, url: str, verifier: str | None) -> None:
     from cllm.server import StartupReport
 
@@ -51,10 +59,11 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         require_extra("server", "fastapi", "uvicorn", "pydantic_settings", "llama_cpp")
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
-    import uvicorn
     from pydantic import ValidationError
 
+    from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
     from cllm.server import ServeSettings, build_runtime, create_app
+    from cllm.server._guard import error_body
     from cllm.server._startup import static_dir
     from cllm.server._tls import InMemoryTls, self_signed_tls
 
@@ -82,7 +91,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             ui_dir=Path(args.ui_dir) if args.ui_dir else None,
             threads=args.threads,
             stream_interval_ms=args.stream_interval_ms,
+            allowed_hosts=tuple(args.allowed_host),
         )
+        limits = effective_limits(settings, nofile=raise_nofile_limit())
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
         runtime, report = build_runtime(
@@ -105,8 +116,16 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     )
     app = create_app(runtime, static_dir=settings.ui_dir or static_dir())
     try:
-        uvicorn.run(
+        run_guarded(
             app,
+            limits=limits,
+            refusal=lambda path: error_body(
+                path,
+                f"the server is at its limit of {limits.max_concurrent_requests} requests "
+                "in progress; retry shortly",
+                code="overloaded",
+                kind="server_error",
+            ),
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -174,5 +193,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MS",
         help="llama-cpp: a token within MS of the last one sent goes with the next one "
         "(default 16, one 60 Hz frame; 0 sends every token alone)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        type=_allowed_host,
+        metavar="NAME",
+        help="answer only requests whose Host is NAME (or under *.DOMAIN); repeatable; "
+        "default: any (a guard against DNS rebinding, see docs/server.md)",
     )
     serve.set_defaults(handler=_cmd_serve)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -20,9 +21,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         require_extra("verifier", "fastapi", "uvicorn", "pydantic_settings")
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
-    import uvicorn
     from pydantic import ValidationError
 
+    from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
     from cllm.verifier import VerifierSettings, create_app, load_state
 
     try:
@@ -39,6 +40,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             if args.state_dir
             else default_state_dir(os.environ, Path.home()),
         )
+        limits = effective_limits(settings, nofile=raise_nofile_limit())
         state = load_state(settings)
     except ValidationError as exc:
         return report_error(settings_error(exc), as_json=False, console=console)
@@ -47,7 +49,19 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"cllm verifier on http://{settings.host}:{settings.port} (kid {state.signer.kid})"
     )
-    uvicorn.run(create_app(state), host=settings.host, port=settings.port, log_level="warning")
+    message = (
+        f"the verifier is at its limit of {limits.max_concurrent_requests} requests in "
+        "progress; retry shortly"
+    )
+    refusal = json.dumps({"detail": message}).encode()
+    run_guarded(
+        create_app(state),
+        limits=limits,
+        refusal=lambda _path: refusal,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+    )
     return 0
 
 

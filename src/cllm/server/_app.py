@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
 from cllm.server._attestation import attestation_router
+from cllm.server._guard import RequestGuard
 from cllm.server._ollama import ollama_router
 from cllm.server._openai import openai_router
 from cllm.server._runtime import Runtime
@@ -179,4 +180,8 @@ def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
         app.mount("/", _UiHeaders(StaticFiles(directory=static_dir, html=True)), name="ui")
     key = runtime.settings.api_key
     app.add_middleware(_Gate, api_key=key.get_secret_value() if key else None)
+    # Outermost: Host names and content types are checked before anything else runs.
+    app.add_middleware(
+        RequestGuard, allowed_hosts=runtime.settings.allowed_hosts, routes=app.router.routes
+    )
     return app

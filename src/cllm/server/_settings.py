@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cllm.server._guard import normalise_host
 
 __all__ = ["EngineName", "ServeSettings"]
 
@@ -48,6 +50,27 @@ class ServeSettings(BaseSettings):
     # /v1/attestation/report: quotes are costly on real TDX; a token bucket per server.
     report_rate: float = Field(default=10.0, gt=0)
     report_burst: int = Field(default=20, ge=1)
+    # Connections (docs/server.md, "Connections and timeouts"): seconds for a request head and
+    # then for its body, for an idle kept-alive connection; requests running at once; open
+    # connections (None: what RLIMIT_NOFILE leaves, see cllm._transport).
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    idle_timeout: float = Field(default=5.0, gt=0, le=3600)
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    max_connections: int | None = Field(default=None, ge=1)
+    # Host names this server answers for (DNS rebinding); empty: any.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for entry in value:
+            host = normalise_host(entry)
+            if host is None:
+                raise ValueError(f"not a host name or IP address: {entry!r}")
+            hosts.append(host)
+        return tuple(hosts)
 
     def public(self) -> dict[str, object]:
         """The effective configuration as measured into RTMR3: unset options left out, floats
