@@ -24,8 +24,11 @@ See docs/server.md, "Connections and timeouts".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import resource
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -361,10 +364,17 @@ class ConcurrencyLimit:
 
 
 def run_guarded(
-    app: ASGIApp, *, limits: TransportLimits, refusal: Callable[[str], bytes], **options: Any
+    app: ASGIApp,
+    *,
+    limits: TransportLimits,
+    refusal: Callable[[str], bytes],
+    workers: int = 1,
+    **options: Any,
 ) -> None:
-    """``uvicorn.run(app, **options)`` with ``limits`` in force. WebSocket upgrades are off
-    (no route uses them; an upgraded connection would escape the timers)."""
+    """``uvicorn.run(app, **options)`` with ``limits`` in force (per process). WebSocket
+    upgrades are off (no route uses them; an upgraded connection would escape the timers).
+    With ``workers`` > 1 the socket is bound here and that many processes are forked to serve
+    it, each sharing what ``app`` already holds (keys, policies, loaded collateral)."""
     import uvicorn
 
     _log.info(
@@ -376,9 +386,61 @@ def run_guarded(
         limits.body_timeout,
         limits.idle_timeout,
     )
-    uvicorn.run(
-        ConcurrencyLimit(app, limit=limits.max_concurrent_requests, refusal=refusal),
-        http=guarded_protocol(limits),
-        ws="none",
-        **options,
-    )
+    guarded = ConcurrencyLimit(app, limit=limits.max_concurrent_requests, refusal=refusal)
+    if workers == 1:
+        uvicorn.run(guarded, http=guarded_protocol(limits), ws="none", **options)
+        return
+    config = uvicorn.Config(guarded, http=guarded_protocol(limits), ws="none", **options)
+    _prefork(lambda sockets: uvicorn.Server(config).run(sockets=sockets), config, workers)
+
+
+def _prefork(serve: Callable[[list[Any]], None], config: Any, workers: int) -> None:
+    """Bind once, fork ``workers`` processes that serve the one socket, and supervise them:
+    a worker that dies is replaced; SIGINT or SIGTERM stops them all. Forked (not spawned), so
+    each worker starts with the state the parent loaded, and no app needs an import string."""
+    sock = config.bind_socket()
+    children: set[int] = set()
+    stopping = False
+
+    def start() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: uvicorn installs its own signal handlers
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            status = 0
+            try:
+                serve([sock])
+            except BaseException:
+                _log.exception("worker %d failed", os.getpid())
+                status = 1
+            finally:
+                os._exit(status)
+        children.add(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for _ in range(workers):
+            start()
+        _log.info("%d worker processes serve %s", workers, sock.getsockname())
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            children.discard(pid)
+            if not stopping:
+                _log.warning("worker %d ended (status %d); starting another", pid, status)
+                start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()

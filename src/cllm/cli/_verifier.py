@@ -36,6 +36,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             trust_simulated_root=(
                 Path(args.trust_simulated_root) if args.trust_simulated_root else None
             ),
+            workers=args.workers,
             state_dir=Path(args.state_dir)
             if args.state_dir
             else default_state_dir(os.environ, Path.home()),
@@ -58,6 +59,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         create_app(state),
         limits=limits,
         refusal=lambda _path: refusal,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -81,6 +83,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where the token key lives")
     serve.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="worker processes (default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the key, policies and collateral (default 1)",
     )
     serve.set_defaults(handler=_cmd_serve)

@@ -31,3 +31,5 @@ class VerifierSettings(BaseSettings):
     idle_timeout: float = Field(default=5.0, gt=0, le=3600)
     max_concurrent_requests: int = Field(default=256, ge=1)
     max_connections: int | None = Field(default=None, ge=1)
+    # Processes forked after the state is loaded, serving one socket (cllm._transport).
+    workers: int = Field(default=1, ge=1, le=256)
