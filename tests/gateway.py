@@ -149,9 +149,7 @@ def json_answer(doc: object, status: int = 200) -> tuple[int, dict[str, str], by
     return status, {"content-type": "application/json"}, json.dumps(doc).encode()
 
 
-def signing_verifier(
-    signer: TokenSigner, edit: Callable[[dict[str, Any]], None]
-) -> LittleServer:
+def signing_verifier(signer: TokenSigner, edit: Callable[[dict[str, Any]], None]) -> LittleServer:
     """A "verifier" that vouches for whatever evidence it gets: the keys and nonce are the
     evidence's own (so a client's binding checks pass), the rest is what ``edit`` writes."""
 
