@@ -115,6 +115,14 @@ class LittleServer:
         outer = self
 
         class _Handler(BaseHTTPRequestHandler):
+            def do_OPTIONS(self) -> None:  # a browser's CORS preflight
+                self.send_response(204)
+                self.send_header("access-control-allow-origin", "*")
+                self.send_header("access-control-allow-methods", "GET, POST")
+                self.send_header("access-control-allow-headers", "content-type")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
             def _any(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -126,6 +134,7 @@ class LittleServer:
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("content-length", str(len(content)))
+                self.send_header("access-control-allow-origin", "*")
                 self.end_headers()
                 self.wfile.write(content)
 
@@ -149,13 +158,17 @@ def json_answer(doc: object, status: int = 200) -> tuple[int, dict[str, str], by
     return status, {"content-type": "application/json"}, json.dumps(doc).encode()
 
 
-def signing_verifier(signer: TokenSigner, edit: Callable[[dict[str, Any]], None]) -> LittleServer:
+def signing_verifier(
+    signer: TokenSigner | list[TokenSigner], edit: Callable[[dict[str, Any]], None]
+) -> LittleServer:
     """A "verifier" that vouches for whatever evidence it gets: the keys and nonce are the
-    evidence's own (so a client's binding checks pass), the rest is what ``edit`` writes."""
+    evidence's own (so a client's binding checks pass), the rest is what ``edit`` writes.
+    Given a list, it signs with (and publishes) the last key in it: a test can change keys."""
+    signers = signer if isinstance(signer, list) else [signer]
 
     def handle(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         if path == "/.well-known/jwks.json":
-            return json_answer(signer.jwks())
+            return json_answer(signers[-1].jwks())
         if path == "/healthz":
             return json_answer({"status": "ok"})
         if method == "POST" and path == "/v1/attestation":
@@ -174,7 +187,7 @@ def signing_verifier(signer: TokenSigner, edit: Callable[[dict[str, Any]], None]
                 "policy": {"id": "default", "sha256": "0" * 64},
             }
             edit(claims)
-            token = signer.issue(claims, now=int(time.time()), lifetime=300, issuer="fake")
+            token = signers[-1].issue(claims, now=int(time.time()), lifetime=300, issuer="fake")
             return json_answer({"token": token})
         return json_answer({"error": "not found"}, 404)
 

@@ -9,6 +9,7 @@ import {
   capServerChosen,
   fromProxyStatus,
   isLoopbackHost,
+  localExpiry,
   proxyStatus,
   secondsLeft,
 } from "./trust.js";
@@ -210,6 +211,7 @@ function showDetails(show, { pin } = {}) {
 }
 
 function setAttestation(result) {
+  result.expiresLocal = localExpiry(result);
   state.attestation = result;
   ui.badge.dataset.state = result.state;
   ui.badgeLabel.textContent = result.label;

@@ -139,8 +139,24 @@ export function fromProxyStatus(doc, { hostname = location.hostname } = {}) {
   return result;
 }
 
+/**
+ * When (this browser's clock, seconds) `result` stops vouching for its keys: its lifetime
+ * (token exp - iat, or the proxy's expires_at - checked_at) counted from `now`, when it
+ * arrived, so a browser clock that is off does not make every verdict look expired (or
+ * everlasting). Null when it names no expiry.
+ */
+export function localExpiry(result, now = Date.now() / 1000) {
+  const claims = result?.claims;
+  let lifetime = null;
+  if (Number.isFinite(claims?.exp) && Number.isFinite(claims?.iat)) lifetime = claims.exp - claims.iat;
+  else if (Number.isFinite(result?.expiresAt) && Number.isFinite(claims?.checked_at)) {
+    lifetime = result.expiresAt - claims.checked_at;
+  }
+  return lifetime === null ? null : now + Math.max(0, lifetime);
+}
+
 /** Seconds until `result` stops vouching for its keys (Infinity when it names no expiry). */
 export function secondsLeft(result, now = Date.now() / 1000) {
-  const exp = result?.expiresAt ?? result?.claims?.exp;
-  return Number.isFinite(exp) ? exp - now : Infinity;
+  const until = result?.expiresLocal;
+  return Number.isFinite(until) ? until - now : Infinity;
 }
