@@ -51,7 +51,7 @@ def _stream_spki(stream: Any) -> bytes | None:
     ssl_object = get("ssl_object")
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    der = ssl_object.getpeercert(True)  # positional: the low-level _SSLSocket takes no keywords
     return _spki_sha256(der) if der else None
 
 

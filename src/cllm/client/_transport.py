@@ -232,6 +232,19 @@ async def _achecked_tls(response: httpx.Response, keys: PinnedKeys) -> httpx.Res
     return response
 
 
+def _renewed(
+    session: AttestedSession, stale: PinnedKeys, tls_error: AttestationError
+) -> PinnedKeys:
+    """Keys verified again after a TLS mismatch; the mismatch itself when the evidence still
+    binds the same keys (the connection, not the server, changed)."""
+    try:
+        return session.keys(stale=stale)
+    except AttestationError as again:
+        if again.code == "server_key_unusable":
+            raise tls_error from again
+        raise
+
+
 def _key_rejected(response: httpx.Response, body: bytes) -> bool:
     if response.status_code != 400:
         return False
@@ -293,7 +306,7 @@ class AttestedTransport(httpx.BaseTransport):
                     raise
                 # A new certificate: a restarted server (whose new evidence binds it) or a
                 # middlebox (whose connection fails verification itself). Verify again.
-                keys = self._session.keys(stale=keys)
+                keys = _renewed(self._session, keys, exc)
                 continue
             response = _bound(sent, outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
@@ -366,7 +379,12 @@ class AsyncAttestedTransport(httpx.AsyncBaseTransport):
             except AttestationError as exc:
                 if attempt == 2 or exc.code != "tls_binding_mismatch":
                     raise
-                keys = await self._keys(stale=keys)  # as in AttestedTransport
+                try:  # as in AttestedTransport
+                    keys = await self._keys(stale=keys)
+                except AttestationError as again:
+                    if again.code == "server_key_unusable":
+                        raise exc from again
+                    raise
                 continue
             response = _bound(sent, outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
