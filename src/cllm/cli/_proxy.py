@@ -39,12 +39,24 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def exposure_warning(host: str) -> str | None:
+    """What to say, loudly, when the proxy would listen beyond this machine."""
+    from cllm.client._pin import is_loopback_host
+
+    if is_loopback_host(host):
+        return None
+    return (
+        f"WARNING: listening on {host}, not on loopback: anyone who can reach this address can "
+        "use your verified session, send prompts in your name and read the answers in "
+        "plaintext. Use 127.0.0.1 unless you mean exactly that."
+    )
+
+
 def _cmd_proxy(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
 
     from cllm.cli._client import _verifier
     from cllm.client import AttestedSession
-    from cllm.client._pin import is_loopback_host
     from cllm.proxy import ProxySettings, create_proxy_app
     from cllm.server._startup import static_dir
 
@@ -64,15 +76,9 @@ def _cmd_proxy(args: argparse.Namespace, console: Console) -> int:
     session = AttestedSession(settings.upstream, verifier, allow_warning=not args.strict)
     app, _ = create_proxy_app(settings, session)
 
-    if not is_loopback_host(host):
-        err.print(
-            Text(
-                f"WARNING: listening on {host}, not on loopback: anyone who can reach this "
-                "address can use your verified session, send prompts in your name and read "
-                "the answers in plaintext. Use 127.0.0.1 unless you mean exactly that.",
-                style="bold red",
-            )
-        )
+    warning = exposure_warning(host)
+    if warning is not None:
+        err.print(Text(warning, style="bold red"))
     result = session.current()  # attest before the first request, and show the verdict
     colour = _COLOURS[result.status]
     line = Text("verdict  ") + Text(result.status.upper(), style=f"bold {colour}")
