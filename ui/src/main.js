@@ -252,7 +252,10 @@ async function checkServer(check) {
     return fromProxyStatus(doc);
   }
   const url = verifierUrl();
-  if (settings.verifier === null) return capServerChosen(await attest({ verifier: url }));
+  if (settings.verifier === null) {
+    const result = await attest({ verifier: url });
+    return url ? capServerChosen(result) : result; // no verifier at all: red, said as such
+  }
   const remembered = settings.verifierPin;
   const pin = remembered && remembered.url === url ? remembered.key : null;
   const result = await attest({ verifier: url, pin });
