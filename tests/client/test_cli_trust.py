@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cllm.cli import main
-from cllm.client import TrustConfig, default_trust_path, trusted_verifier
+from cllm.client import RemoteVerifier, TrustConfig, default_trust_path, trusted_verifier
 from cllm.errors import CllmError
 from cllm.token import TokenSigner
 from gateway import signing_verifier
@@ -50,7 +50,9 @@ def test_trust_add_pins_the_verifier_and_verify_uses_it(
     code, doc = _json(capsys, "verify", server.url, "--json", "--local")  # a flag wins
     assert code == 1
     assert doc["verifier"] == "local"
-    assert isinstance(trusted_verifier(server.url), object)
+    sdk = trusted_verifier(server.url + "/")  # the SDK reads the same entry
+    assert isinstance(sdk, RemoteVerifier)
+    assert sdk.name == verifier.url
 
 
 def test_a_configured_pin_that_does_not_match_refuses(

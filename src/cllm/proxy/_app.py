@@ -150,7 +150,6 @@ class Gateway:
             transport=AsyncAttestedTransport(session),
             timeout=httpx.Timeout(connect=30.0, read=None, write=60.0, pool=60.0),
         )
-        self.requests = 0
 
     async def status(self, *, refresh: bool) -> Verification:
         if refresh:
@@ -191,7 +190,6 @@ class Gateway:
             content=body if request.method == "POST" else None,
             headers=self._headers(request),
         )
-        self.requests += 1
         try:
             response = await self.http.send(outgoing, stream=True)
         except AttestationError as exc:
