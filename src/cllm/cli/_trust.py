@@ -52,6 +52,8 @@ def apply_trust(args: argparse.Namespace, *, config: TrustConfig | None = None) 
                 setattr(args, name, getattr(entry, name))
     if entry.strict and not args.strict:
         args.strict = True
+    if remote:
+        return  # release manifests are checked by the local verifier only
     for name in _RESERVED:
         value = getattr(entry, name)
         if value is None:

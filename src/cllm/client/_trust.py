@@ -113,7 +113,14 @@ class TrustEntry:
     def __post_init__(self) -> None:
         local_only = [
             name
-            for name in ("policy", "trust_simulated_root", "collateral_dir", "pccs_url")
+            for name in (
+                "policy",
+                "trust_simulated_root",
+                "collateral_dir",
+                "pccs_url",
+                "release",
+                "publisher_key",
+            )
             if getattr(self, name) is not None
         ]
         if self.verifier is not None:

@@ -318,6 +318,15 @@ class RemoteVerifier:
         )
 
 
+def _get_evidence(server: httpx.Client, nonce: bytes) -> tuple[httpx.Response, bytes | None]:
+    """The evidence response, and the SPKI hash of the TLS key the connection presented
+    (read while the connection is surely the one that carried it; None for plain HTTP)."""
+    with server.stream("GET", "/v1/attestation/report", params={"nonce": nonce.hex()}) as got:
+        presented = peer_spki_sha256(got)
+        got.read()
+    return got, presented
+
+
 def attest(
     server: httpx.Client,
     verifier: Verifier,
@@ -331,10 +340,7 @@ def attest(
     nonce = random(NONCE_SIZE)
     at = int(clock())
     try:
-        with server.stream("GET", "/v1/attestation/report", params={"nonce": nonce.hex()}) as got:
-            presented = peer_spki_sha256(got)  # read while the connection is surely ours
-            got.read()
-            response = got
+        response, presented = _get_evidence(server, nonce)
     except httpx.HTTPError as exc:
         return _failed(
             "server_unreachable",
