@@ -86,6 +86,16 @@ def _cmd_proxy(args: argparse.Namespace, console: Console) -> int:
         line.append("  (simulated TD: not hardware evidence)", style="yellow")
     err.print(Text("server   ") + outside_text(settings.upstream))
     err.print(Text("verifier ") + outside_text(result.verifier))
+    if result.verifier_key:
+        err.print(Text("verifier key ") + outside_text(result.verifier_key))
+    if args.verifier and not args.verifier_key:
+        err.print(
+            Text(
+                "the verifier's key is not pinned: pin it with --verifier-key or `cllm trust "
+                "add URL --verifier ...`, or a look-alike at that address decides the verdict",
+                style="yellow",
+            )
+        )
     for reason in result.reasons:
         err.print(outside_text(f"  - {reason.code}: {reason.message}", style=colour))
     err.print(line)
