@@ -280,7 +280,8 @@ function sendBlockReason() {
   const a = state.attestation;
   if (a.state === "pending") return { text: "Sending is paused until the attestation check ends." };
   if (secondsLeft(a) <= 0) return { text: "Sending is paused: the verdict expired and is being renewed." };
-  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: true };
+  // Through cllm proxy nothing goes to an unverified server at all: no offer to try.
+  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" };
   if (!a.keys) return { text: "Sending is blocked: no attested keys." };
   return null;
 }
