@@ -163,3 +163,19 @@ def test_the_verdict_is_checked_again_when_its_token_expires(
     expect(page.get_by_test_id("send")).to_be_enabled()
     reports = [r for r in watch.requests if "/v1/attestation/report" in r.url]
     assert len(reports) == 2
+
+
+def test_the_ui_served_by_cllm_proxy_blocks_an_unverified_server(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    """The user's configuration does not trust the simulated root: red, sending blocked, and
+    no offer to go unprotected (the proxy never forwards to an unverified server)."""
+    proxy = start_proxy(stack.server.url, [], config_home=tmp_path, log_path=tmp_path / "p.log")
+    try:
+        open_ui(page, proxy.url)
+        settled_badge(page, "red")
+        expect(page.get_by_test_id("send")).to_be_disabled()
+        expect(page.get_by_test_id("send-blocked-reason")).to_contain_text("simulated_not_trusted")
+        expect(page.get_by_test_id("continue-unprotected")).to_be_hidden()
+    finally:
+        proxy.stop()
