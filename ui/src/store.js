@@ -66,6 +66,16 @@ export const settings = {
     if (url) localStorage.setItem("cllm.verifier", url);
     else localStorage.removeItem("cllm.verifier");
   },
+  // The key of the verifier the user chose ({url, key: RFC 7638 thumbprint}), remembered on
+  // first use and re-confirmed by the user when it changes.
+  get verifierPin() {
+    const pin = read("cllm.verifierPin", null);
+    return pin && typeof pin.url === "string" && typeof pin.key === "string" ? pin : null;
+  },
+  set verifierPin(pin) {
+    if (pin) write("cllm.verifierPin", { url: pin.url, key: pin.key });
+    else localStorage.removeItem("cllm.verifierPin");
+  },
   get maxTokens() {
     const value = Number.parseInt(localStorage.getItem("cllm.maxTokens") ?? "", 10);
     return Number.isInteger(value) && value > 0 ? Math.min(value, 32768) : 1024;
