@@ -78,6 +78,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             ui_dir=Path(args.ui_dir) if args.ui_dir else None,
             threads=args.threads,
             stream_interval_ms=args.stream_interval_ms,
+            default_max_tokens=args.default_max_tokens,
+            max_queue=args.max_queue,
+            cors_origins=tuple(args.cors_origin),
         )
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
@@ -170,5 +173,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MS",
         help="llama-cpp: a token within MS of the last one sent goes with the next one "
         "(default 16, one 60 Hz frame; 0 sends every token alone)",
+    )
+    serve.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="the answer cap of a request that sets none (default 1024)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=16,
+        metavar="N",
+        help="llama-cpp: requests that may wait for the engine; more get 429 (default 16)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from ORIGIN (e.g. https://chat.example.com) to call the "
+        "APIs; repeatable; default none",
     )
     serve.set_defaults(handler=_cmd_serve)

@@ -44,6 +44,13 @@ class ServeSettings(BaseSettings):
     # llama-cpp: a token that follows the last one sent by less than this waits for the next
     # one and goes with it (0: every token alone). See cllm.engine's LlamaCppEngine.
     stream_interval_ms: float = Field(default=16.0, ge=0, le=1000)
+    # The answer cap of a request that sets none (max_tokens / num_predict), so no request
+    # holds the engine without a bound; and how many requests may wait for the embedded
+    # engine (more: 429 with Retry-After).
+    default_max_tokens: int = Field(default=1024, ge=1)
+    max_queue: int = Field(default=16, ge=0)
+    # Origins allowed to call the APIs from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     # /v1/attestation/report: quotes are costly on real TDX; a token bucket per server.
     report_rate: float = Field(default=10.0, gt=0)
