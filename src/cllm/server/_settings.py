@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["EngineName", "ServeSettings"]
@@ -56,6 +57,16 @@ class ServeSettings(BaseSettings):
     report_rate: float = Field(default=10.0, gt=0)
     report_burst: int = Field(default=20, ge=1)
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            # An origin is scheme://host[:port], nothing more; "*" would let every web page
+            # read answers from users' browsers, so origins are named one by one.
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://chat.example.com")
+        return origins
+
     def public(self) -> dict[str, object]:
         """The effective configuration as measured into RTMR3: unset options left out, floats
         as text (event JSON has no floats), the API key only as whether
@@ -66,4 +77,6 @@ class ServeSettings(BaseSettings):
                 doc[key] = str(value) if isinstance(value, float) else value
         # Said without the word "key", which the measurement's secret filter would drop.
         doc["client_auth"] = "bearer" if self.api_key is not None else "none"
+        # Likewise "token": --default-max-tokens is measured as the default answer cap.
+        doc["default_answer_cap"] = doc.pop("default_max_tokens")
         return doc
