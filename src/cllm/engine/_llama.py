@@ -247,6 +247,12 @@ class LlamaCppEngine:
             )
         import llama_cpp.llama_grammar as grammars
 
+        for schema, field in (
+            (request.json_format.schema if request.json_format else None, "json_format"),
+            *((t.parameters, "tools") for t in request.tools),
+        ):
+            if schema is not None:
+                _check_bounds(schema, field)
         try:
             if forced:
                 schema = forced_call_schema(request.tools, choice)
@@ -268,7 +274,8 @@ class LlamaCppEngine:
         if self._llama is None:
             raise EngineError("the engine is not started", code="engine_not_ready")
         arrived = time.perf_counter_ns()
-        grammar = self._check(request)
+        # Off the event loop: turning a schema into a grammar takes a while for big bounds.
+        grammar = await asyncio.to_thread(self._check, request)
         turns = self._turns
         await (
             turns.acquire()
@@ -432,6 +439,30 @@ class LlamaCppEngine:
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._llama = None
+
+
+# Repetition bounds of a JSON schema become that many copies of a grammar rule.
+_MAX_BOUND: Final = 1000
+_BOUNDS: Final = ("minItems", "maxItems", "minLength", "maxLength", "minProperties")
+
+
+def _check_bounds(schema: object, field: str) -> None:
+    """Refuse schemas whose grammar would be huge (a bound of a million items is a million
+    rule copies): every repetition bound at most ``_MAX_BOUND``."""
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key in _BOUNDS:
+                value = node.get(key)
+                if isinstance(value, int) and value > _MAX_BOUND:
+                    raise FieldRefusedError(
+                        f"{key} {value} is over {_MAX_BOUND}, the most a grammar is built for",
+                        field=field,
+                    )
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

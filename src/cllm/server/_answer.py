@@ -78,6 +78,7 @@ async def guarded(request: Request, work: Awaitable[_T]) -> _T:
         gone.cancel()
         if not task.done():
             task.cancel()
+            await asyncio.wait({task})  # its clean-up (leaving the queue) runs before we go
     if task.cancelled():
         raise ClientGoneError("the client went away", code="client_gone")
     return task.result()
