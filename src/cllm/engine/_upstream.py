@@ -146,6 +146,15 @@ async def _error_text(response: httpx.Response) -> str:
     return f"upstream answered HTTP {response.status_code}: {detail}"
 
 
+async def _refusal(response: httpx.Response) -> EngineError:
+    """An upstream that refuses the request (400, 422) refuses it for us too: the client gets a
+    400 with the upstream's reason; anything else is the upstream failing."""
+    text = await _error_text(response)
+    if response.status_code in {400, 422}:
+        return FieldRefusedError(text, field="request", code="upstream_refused")
+    return EngineError(text, code="upstream_error")
+
+
 class _Upstream:
     def __init__(self, *, upstream: str, model: ModelInfo, upstream_model: str) -> None:
         self._base = _normalise(upstream)
@@ -255,7 +264,7 @@ class OpenAIEngine(_Upstream):
             async with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
                 clock.headers = time.perf_counter_ns()
                 if response.status_code != 200:
-                    raise EngineError(await _error_text(response), code="upstream_error")
+                    raise await _refusal(response)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -375,7 +384,7 @@ class OllamaEngine(_Upstream):
             async with self._client.stream("POST", "/api/chat", json=body) as response:
                 clock.headers = time.perf_counter_ns()
                 if response.status_code != 200:
-                    raise EngineError(await _error_text(response), code="upstream_error")
+                    raise await _refusal(response)
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue
