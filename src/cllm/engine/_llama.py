@@ -417,6 +417,8 @@ class LlamaCppEngine:
                     calls = (call,) if call is not None else ()
                 else:
                     calls = parse_calls(text, tools)
+                    if not request.parallel_tool_calls:
+                        calls = calls[:1]
                 if calls:
                     put(ToolCalls(calls))
                     reason = "tool_calls"

@@ -98,6 +98,7 @@ class ChatRequest:
     json_format: JsonFormat | None = None
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True  # False: at most one call per answer
 
 
 @dataclass(frozen=True, slots=True)

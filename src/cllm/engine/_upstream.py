@@ -250,6 +250,8 @@ class OpenAIEngine(_Upstream):
         if request.tools:
             body["tools"] = _tools_doc(request)
             choice = request.tool_choice
+            if not request.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
             body["tool_choice"] = (
                 choice
                 if choice in {"auto", "none", "required"}

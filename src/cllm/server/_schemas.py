@@ -280,6 +280,7 @@ class OpenAIChatBody(_Edge):
             json_format=self._format(),
             tools=tools,
             tool_choice=choice,
+            parallel_tool_calls=self.parallel_tool_calls is not False,
         )
 
 
