@@ -154,6 +154,11 @@ def test_formats_options_and_refusals_pass_through_upstreams(
     )
     person = json.loads(chat.message.content or "")
     assert isinstance(person["name"], str) and isinstance(person["age"], int)
+    # The upstream's own description of its model comes through /api/show.
+    shown = ollama.Client(host=front_ollama.url).show(MODEL)
+    assert shown.template and "<|im_start|>" in shown.template
+    assert shown.capabilities == ["completion"]  # the upstream's model takes no tools
+    assert shown.modelinfo and shown.modelinfo["llama.context_length"] == 4096
     # The upstream's measured durations come through.
     assert chat.eval_duration and chat.prompt_eval_duration and chat.total_duration
     # What the upstream refuses (SmolLM2 has no tools) is a 400 here too, with its reason.

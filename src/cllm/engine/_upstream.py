@@ -8,6 +8,7 @@ its final event becomes an ``EngineError`` the front turns into an error event.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -161,6 +162,7 @@ class _Upstream:
         self._model = model
         self._upstream_model = upstream_model
         self._client = upstream_client(self._base)
+        self._described = False
 
     @property
     def model(self) -> ModelInfo:
@@ -183,7 +185,11 @@ class _Upstream:
 
 class OpenAIEngine(_Upstream):
     """``POST /v1/chat/completions`` with ``stream: true`` and usage on an OpenAI-compatible
-    upstream."""
+    upstream. Tools are passed through (the upstream refuses them if its model cannot)."""
+
+    def __init__(self, *, upstream: str, model: ModelInfo, upstream_model: str) -> None:
+        model = dataclasses.replace(model, supports_tools=True)
+        super().__init__(upstream=upstream, model=model, upstream_model=upstream_model)
 
     @property
     def name(self) -> str:
@@ -334,7 +340,40 @@ class OllamaEngine(_Upstream):
             )
 
     async def ready(self) -> bool:
-        return await self._probe("/api/version")
+        up = await self._probe("/api/version")
+        if up and not self._described:
+            await self._describe()
+        return up
+
+    async def _describe(self) -> None:
+        """What the upstream says about its model (``/api/show``): template, context length,
+        details and whether it takes tools, for this server's ``/api/show``."""
+        try:
+            response = await self._client.post(
+                "/api/show", json={"model": self._upstream_model}, timeout=_PROBE_TIMEOUT
+            )
+            doc = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return
+        if not isinstance(doc, dict):
+            return
+        details: dict[str, Any] = doc.get("details") or {}
+        info: dict[str, Any] = doc.get("model_info") or {}
+        if not isinstance(details, dict) or not isinstance(info, dict):
+            return
+        family = str(details.get("family") or "")
+        context = info.get(f"{family}.context_length") if family else None
+        capabilities = doc.get("capabilities") or []
+        self._model = dataclasses.replace(
+            self._model,
+            family=family,
+            quantization=str(details.get("quantization_level") or ""),
+            parameter_size=str(details.get("parameter_size") or ""),
+            context_length=context if isinstance(context, int) else 0,
+            template=str(doc.get("template") or ""),
+            supports_tools=isinstance(capabilities, list) and "tools" in capabilities,
+        )
+        self._described = True
 
     def queued(self) -> int:
         return 0  # the upstream queues
