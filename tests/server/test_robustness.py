@@ -26,7 +26,8 @@ MARKER = "PROMPT-MARKER-" + secrets.token_hex(6)
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("guarded")
     server = start_serve(
-        ["--api-key", API_KEY],
+        # Room for the whole burst below in the engine's line (beyond it: 429, test_queue.py).
+        ["--api-key", API_KEY, "--max-queue", "64"],
         state_dir=root / "state",
         log_path=root / "serve.log",
         env={

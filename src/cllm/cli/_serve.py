@@ -92,6 +92,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             threads=args.threads,
             stream_interval_ms=args.stream_interval_ms,
             allowed_hosts=tuple(args.allowed_host),
+            default_max_tokens=args.default_max_tokens,
+            max_queue=args.max_queue,
+            cors_origins=tuple(args.cors_origin),
         )
         limits = effective_limits(settings, nofile=raise_nofile_limit())
         if settings.tls_self_signed:
@@ -202,5 +205,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="NAME",
         help="answer only requests whose Host is NAME (or under *.DOMAIN); repeatable; "
         "default: any (a guard against DNS rebinding, see docs/server.md)",
+    )
+    serve.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="the answer cap of a request that sets none (default 1024)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=16,
+        metavar="N",
+        help="llama-cpp: requests that may wait for the engine; more get 429 (default 16)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from ORIGIN (e.g. https://chat.example.com) to call the "
+        "APIs; repeatable; default none",
     )
     serve.set_defaults(handler=_cmd_serve)
