@@ -123,9 +123,30 @@ def test_an_allowed_host_that_is_no_host_name_is_refused(tmp_path: Path, entry: 
 def test_a_post_with_the_wrong_content_type_is_415_and_not_processed(
     served: ServeProcess, path: str, content_type: str | None
 ) -> None:
-    headers = {} if content_type is None else {"Content-Type": content_type}
+    # What a browser adds to every POST a page makes (a page cannot remove them).
+    headers = {"Origin": "http://attacker.invalid", "Sec-Fetch-Mode": "no-cors"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     response = http.post(f"{served.url}{path}", content=_body(path), headers=headers)
     _is_415(path, response)
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+@pytest.mark.parametrize(
+    "browser_header", [{"Origin": "http://attacker.invalid"}, {"Sec-Fetch-Site": "cross-site"}]
+)
+def test_an_untyped_post_from_a_browser_is_415(
+    served: ServeProcess, path: str, browser_header: dict[str, str]
+) -> None:
+    response = http.post(f"{served.url}{path}", content=_body(path), headers=browser_header)
+    _is_415(path, response)
+
+
+def test_an_untyped_json_post_from_a_program_is_served(served: ServeProcess) -> None:
+    # litellm's Ollama client posts JSON with no Content-Type, as real Ollama accepts.
+    response = http.post(f"{served.url}/api/show", content=json.dumps({"model": MODEL}))
+    assert response.status_code == 200, response.text
+    assert "details" in response.json()
 
 
 @pytest.mark.parametrize("path", POST_ROUTES)

@@ -4,7 +4,10 @@
   ``text/plain``, ``application/x-www-form-urlencoded``, ``multipart/form-data`` or no content
   type at all. A body route therefore takes only the type it parses: ``application/json``, or
   ``application/cllm-hpke`` for a sealed request (``X-Cllm-Encryption``, a header a page cannot
-  add without a preflight). Anything else is 415 before the body is read.
+  add without a preflight). Anything else is 415 before the body is read, with one exception:
+  no content type at all from a client that is not a browser (no ``Origin``, no ``Sec-Fetch-*``
+  header: browsers send these on every POST, pages cannot remove them), since real API clients
+  (litellm's Ollama client, for one) post JSON without saying so, as Ollama accepts.
 * DNS rebinding makes a page's own origin resolve to this server, so the browser lets it read
   the answers. With allowed host names configured, a request naming any other ``Host`` is 403.
 
@@ -103,7 +106,10 @@ class RequestGuard:
         method: str = scope["method"]
         if method not in _BODYLESS and self._takes_body(method, path):
             expected = _expected_type(headers)
-            if _media_type(headers) != expected:
+            declared = _media_type(headers)
+            if declared is None and expected == _JSON and _untyped_from_a_program(headers):
+                declared = _JSON
+            if declared != expected:
                 message = f"this request must be sent with Content-Type: {expected}"
                 body = error_body(path, message, code="unsupported_media_type")
                 await self._refuse(scope, send, 415, body)
@@ -148,6 +154,13 @@ class RequestGuard:
 
 def _expected_type(headers: list[tuple[bytes, bytes]]) -> str:
     return _SEALED if any(name == _ENCRYPTION for name, _ in headers) else _JSON
+
+
+def _untyped_from_a_program(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No Content-Type header at all, and none of the headers every browser adds to a POST."""
+    names = {name for name, _ in headers}
+    browser = b"origin" in names or any(name.startswith(b"sec-fetch-") for name in names)
+    return b"content-type" not in names and not browser
 
 
 def _media_type(headers: list[tuple[bytes, bytes]]) -> str | None:
