@@ -37,6 +37,7 @@ from cllm.verify._collateral import (
     parse_qe_identity,
     parse_tcb_info,
 )
+from cllm.quote import layout as quote_layout
 from cllm.verify._pki import (
     ChainValidator,
     Dated,
@@ -44,6 +45,7 @@ from cllm.verify._pki import (
     SignatureMemo,
     VerifiedChain,
     certificate_p256_key,
+    check_pem_chain_size,
     check_validity,
     ecdsa_p256_verify,
     p256_point,
@@ -215,8 +217,10 @@ class QuoteVerifier:
         run.pck_crl = parse_crl(c.pck_crl, "PCK CRL")
 
     def _pck_chain_uncached(self, certification: CertificationData) -> _PckChain:
+        if certification.type == quote_layout.CERT_PCK_CHAIN:
+            check_pem_chain_size(certification.data, what="PCK chain")
         certs = tuple(parse_pck_chain(certification))
-        chain = self._chains.validate(certs, what="PCK chain")
+        chain = self._chains.pck_chain(certs, what="PCK chain")
         key = certificate_p256_key(chain.leaf, "PCK certificate")
         return _PckChain(
             chain=chain,
@@ -225,8 +229,8 @@ class QuoteVerifier:
             key_point=p256_point(key),
         )
 
-    def _chain_at(self, pem: str, *, what: str, run: _Run) -> VerifiedChain:
-        chain = self._chains.validate_pem(pem, what=what)
+    @staticmethod
+    def _dated_chain(chain: VerifiedChain, run: _Run) -> VerifiedChain:
         check_validity(chain.validity, run.at)
         run.dated.extend(chain.validity)
         return chain
@@ -237,7 +241,9 @@ class QuoteVerifier:
         run.dated.extend(run.pck.chain.validity)
         expected = run.collateral.pck_certificate_chain
         if expected is not None:
-            listed = self._chain_at(expected, what="collateral PCK chain", run=run)
+            listed = self._dated_chain(
+                self._chains.pck_chain_pem(expected, what="collateral PCK chain"), run
+            )
             if listed.certificates != run.pck.chain.certificates:
                 raise VerificationError(
                     "collateral's PCK certificate chain differs from the quote's",
@@ -251,9 +257,21 @@ class QuoteVerifier:
         self._crl_issued_by(run.pck_crl, pck_ca, "PCK CRL")
         check_validity((run.root_crl.validity, run.pck_crl.validity), run.at)
         run.dated += [run.root_crl.validity, run.pck_crl.validity]
-        crl_chain = self._chain_at(
-            run.collateral.pck_crl_issuer_chain, what="PCK CRL issuer chain", run=run
+        what = "PCK CRL issuer chain"
+        crl_chain = self._dated_chain(
+            self._chains.crl_issuer_chain_pem(run.collateral.pck_crl_issuer_chain, what=what),
+            run,
         )
+        # The CRL chain must be that of the CA of the PCK chain in use (Platform CA CRL for a
+        # Platform CA chain, Processor for Processor), not just any CA under the root.
+        if crl_chain.leaf.subject != pck_ca.subject or certificate_p256_key(
+            crl_chain.leaf, what
+        ).public_numbers() != certificate_p256_key(pck_ca, "PCK CA").public_numbers():
+            raise VerificationError(
+                f"{what} names '{crl_chain.leaf.subject.rfc4514_string()}', not the PCK "
+                f"chain's CA '{pck_ca.subject.rfc4514_string()}'",
+                code="crl_invalid",
+            )
         run.pck_crl.check_not_revoked(run.pck.chain.leaf, "PCK certificate")
         for ca in (*run.pck.chain.certificates[1:-1], *crl_chain.certificates[:-1]):
             run.root_crl.check_not_revoked(ca, "CA certificate")
@@ -278,7 +296,9 @@ class QuoteVerifier:
     ) -> None:
         """Issuer chain, signature over the exact bytes, validity window and TEE of an Intel
         collateral document (TCB info or QE identity)."""
-        chain = self._chain_at(issuer_chain, what=f"{what} issuer chain", run=run)
+        chain = self._dated_chain(
+            self._chains.signing_chain_pem(issuer_chain, what=f"{what} issuer chain"), run
+        )
         for cert in chain.certificates[:-1]:
             run.root_crl.check_not_revoked(cert, f"{what} signing certificate")
         if not self._signature_ok(chain.leaf, signature, body):
