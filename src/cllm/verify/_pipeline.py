@@ -29,6 +29,7 @@ from cllm.quote import (
     parse_pck_extensions,
     parse_quote,
 )
+from cllm.quote import layout as quote_layout
 from cllm.verify import _tcb
 from cllm.verify._collateral import (
     Collateral,
@@ -37,7 +38,6 @@ from cllm.verify._collateral import (
     parse_qe_identity,
     parse_tcb_info,
 )
-from cllm.quote import layout as quote_layout
 from cllm.verify._pki import (
     ChainValidator,
     Dated,
@@ -264,9 +264,11 @@ class QuoteVerifier:
         )
         # The CRL chain must be that of the CA of the PCK chain in use (Platform CA CRL for a
         # Platform CA chain, Processor for Processor), not just any CA under the root.
-        if crl_chain.leaf.subject != pck_ca.subject or certificate_p256_key(
-            crl_chain.leaf, what
-        ).public_numbers() != certificate_p256_key(pck_ca, "PCK CA").public_numbers():
+        if (
+            crl_chain.leaf.subject != pck_ca.subject
+            or certificate_p256_key(crl_chain.leaf, what).public_numbers()
+            != certificate_p256_key(pck_ca, "PCK CA").public_numbers()
+        ):
             raise VerificationError(
                 f"{what} names '{crl_chain.leaf.subject.rfc4514_string()}', not the PCK "
                 f"chain's CA '{pck_ca.subject.rfc4514_string()}'",

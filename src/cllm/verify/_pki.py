@@ -45,8 +45,8 @@ __all__ = [
     "certificate_p256_key",
     "check_pem_chain_size",
     "check_validity",
-    "load_pem_chain",
     "ecdsa_p256_verify",
+    "load_pem_chain",
     "p256_point",
     "p256_public_key",
     "parse_crl",
@@ -303,8 +303,7 @@ class ChainValidator:
             )
         if leaf_is_ca != _is_ca(leaf):
             raise VerificationError(
-                f"{what}: '{_cn(leaf.subject)}' is {'not ' if leaf_is_ca else ''}a CA "
-                "certificate",
+                f"{what}: '{_cn(leaf.subject)}' is {'not ' if leaf_is_ca else ''}a CA certificate",
                 code="chain_untrusted",
             )
         verifier = (
