@@ -20,13 +20,14 @@ import httpx
 
 from cllm.errors import CollateralFetchError, CollateralFormatError, QuoteFormatError
 from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions
+from cllm.quote import layout as quote_layout
 from cllm.verify._collateral import (
     Collateral,
     parse_qe_identity,
     parse_tcb_info,
     pem_crl_to_der,
 )
-from cllm.verify._pki import parse_crl
+from cllm.verify._pki import check_pem_chain_size, parse_crl
 
 __all__ = [
     "INTEL_PCS_URL",
@@ -154,7 +155,10 @@ class CollateralKey:
 
 def collateral_key(quote: Quote) -> CollateralKey:
     """TEE, FMSPC and issuing PCK CA, read from the quote's PCK certificate."""
-    chain = parse_pck_chain(quote.signature_data.certification)
+    certification = quote.signature_data.certification
+    if certification.type == quote_layout.CERT_PCK_CHAIN:
+        check_pem_chain_size(certification.data, what="PCK chain")
+    chain = parse_pck_chain(certification)
     fmspc = parse_pck_extensions(chain[0]).fmspc
     issuer = chain[0].issuer.rfc4514_string()
     if "Processor" in issuer:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -56,7 +58,12 @@ from cllm.verify._result import Step, TdFacts, VerificationResult
 from cllm.verify._roots import TrustRoot
 from cllm.verify._status import TcbStatus
 
-__all__ = ["QuoteVerifier"]
+__all__ = ["DEFAULT_BUDGET_S", "QuoteVerifier"]
+
+# A genuine verification takes about a millisecond uncached; no input makes one take more than a
+# few (see docs/benchmarks.md). The budget is far above both, so only a machine in trouble or a
+# defect meets it.
+DEFAULT_BUDGET_S: Final = 2.0
 
 _log = logging.getLogger(__name__)
 
@@ -110,8 +117,19 @@ class QuoteVerifier:
     keyed by their bytes, so repeated verifications cost little more than two ECDSA checks.
     """
 
-    def __init__(self, *, trust_root: TrustRoot, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        trust_root: TrustRoot,
+        cache_size: int = 256,
+        budget_s: float = DEFAULT_BUDGET_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not budget_s > 0:
+            raise ValueError("budget_s must be positive")
         self._root = trust_root
+        self._budget_s = budget_s
+        self._monotonic = monotonic
         self._chains = ChainValidator(trust_root, cache_size=cache_size)
         cached = functools.lru_cache(maxsize=cache_size)
         self._pck_chain = cached(self._pck_chain_uncached)
@@ -146,14 +164,35 @@ class QuoteVerifier:
     def trust_root(self) -> TrustRoot:
         return self._root
 
+    @property
+    def budget_s(self) -> float:
+        return self._budget_s
+
     def verify(
-        self, quote: bytes | Quote, collateral: Collateral, *, at: int | datetime
+        self,
+        quote: bytes | Quote,
+        collateral: Collateral,
+        *,
+        at: int | datetime,
+        deadline: float | None = None,
     ) -> VerificationResult:
+        """Run every step; ``deadline`` (on this verifier's monotonic clock) defaults to now
+        plus the verifier's budget. Each step is bounded by the size of its input (fixed-shape
+        chains, no search); the deadline is checked before every step, so a run that is
+        slowed down anyway (a loaded machine, a step that misbehaves) stops at the next step
+        boundary with ``appraisal_timeout``."""
+        if deadline is None:
+            deadline = self._monotonic() + self._budget_s
         run = _Run(quote_input=quote, collateral=collateral, at=_timestamp(at))
         steps: list[Step] = []
         error: CllmError | None = None
         for number, (name, step) in enumerate(self._steps, start=1):
             try:
+                if self._monotonic() > deadline:
+                    raise VerificationError(
+                        f"verification ran out of its time budget before step {name}",
+                        code="appraisal_timeout",
+                    )
                 step(run)
             except CllmError as exc:
                 error = exc
@@ -201,6 +240,23 @@ class QuoteVerifier:
             fmspc=pck.extensions.fmspc.hex().upper() if pck else None,
             td=td,
             enclave_debug=enclave_debug,
+            tcb_evaluation_data_number=(
+                min(
+                    run.tcb_info.tcb_evaluation_data_number,
+                    run.qe_identity.tcb_evaluation_data_number,
+                )
+                if error is None
+                else None
+            ),
+            collateral_issued=(
+                min(
+                    run.tcb_info.validity[0],
+                    run.qe_identity.validity[0],
+                    run.pck_crl.validity.not_before,
+                )
+                if error is None
+                else None
+            ),
         )
 
     # -- steps ---------------------------------------------------------------------------
