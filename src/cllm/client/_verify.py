@@ -143,15 +143,25 @@ class LocalVerifier:
 
     def appraise(self, document: Mapping[str, Any], *, nonce: bytes) -> Verification:
         at = int(self._clock())
-        verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
-        trusted = verdict.status != "contraindicated"
+        try:
+            verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
+            trusted = verdict.status != "contraindicated"
+            keys = _keys_of(verdict.claims) if trusted else None
+        except Exception as exc:  # a refusal with a reason, never a traceback
+            _log.exception("local appraisal failed unexpectedly")
+            return _failed(
+                "internal_error",
+                f"unexpected {type(exc).__name__} during appraisal",
+                verifier="local",
+                at=at,
+            )
         return Verification(
             status=verdict.status,
             reasons=verdict.reasons,
             claims=dict(verdict.claims),
             verifier="local",
             checked_at=at,
-            keys=_keys_of(verdict.claims) if trusted else None,
+            keys=keys,
         )
 
 

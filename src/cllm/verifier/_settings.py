@@ -23,3 +23,5 @@ class VerifierSettings(BaseSettings):
     issuer: str = "cllm-verifier"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     cors_origins: tuple[str, ...] = ("*",)
+    # Longest an attestation answer waits for its appraisal (collateral fetch included).
+    appraisal_timeout_s: float = Field(default=10.0, gt=0, le=300)
