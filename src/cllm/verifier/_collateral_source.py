@@ -16,6 +16,7 @@ from typing import Final
 
 from cllm.errors import CllmError, CollateralError
 from cllm.quote import Quote
+from cllm.verifier._freshness import freshest
 from cllm.verify import (
     Collateral,
     CollateralFetcher,
@@ -103,7 +104,12 @@ class CollateralSource:
         ]
         if not matches:
             return None
-        return max(matches, key=lambda entry: (entry.evaluation, entry.issued)).collateral
+        matches.sort(key=lambda entry: (entry.evaluation, entry.issued))
+        # Newest piece by piece across the files (a newer CRL may sit in an older set).
+        own = matches[-1].collateral
+        for entry in matches[:-1]:
+            own = freshest(carried=entry.collateral, own=own)
+        return own
 
     def own_for(self, quote: Quote, *, may_fetch: bool) -> Collateral | None:
         """The verifier's own newest set for the quote, to hold carried collateral against:
