@@ -318,3 +318,21 @@ def test_intel_root_file_with_a_foreign_signer_is_refused(
     assert raised.value.code == "root_ca_malformed"
     path.write_bytes(hc.pem([intel]))
     assert TrustRoot.from_pem_file(path, name="intel") is intel_root()
+
+
+# -- the time budget ---------------------------------------------------------------------------
+
+
+def test_verification_stops_at_its_deadline(sim: SimulatedDcap) -> None:
+    """Each step is bounded by construction; the deadline is the second line: checked before
+    every step against an injected monotonic clock."""
+    ticks = iter(range(1000))
+    verifier = QuoteVerifier(
+        trust_root=sim.trust_root(), budget_s=3.5, monotonic=lambda: float(next(ticks))
+    )
+    # Clock read 0 sets the deadline at 3.5; reads 1, 2, 3 pass steps 1-3, read 4 stops step 4.
+    result = verifier.verify(sim.quote(report_data=REPORT_DATA), sim.collateral(), at=AT)
+    assert _failure(result) == ("revocation", "appraisal_timeout")
+    assert [step.ok for step in result.steps] == [True, True, True, False]
+    with pytest.raises(ValueError, match="budget_s"):
+        QuoteVerifier(trust_root=sim.trust_root(), budget_s=0)
