@@ -7,6 +7,7 @@ verdict fails closed (``collateral_unavailable``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import Final
 
 from cllm.errors import CllmError, CollateralError
-from cllm.quote import Quote
+from cllm.quote import CertificationData, Quote
 from cllm.verifier._freshness import freshest
 from cllm.verify import (
     Collateral,
     CollateralFetcher,
     CollateralKey,
     collateral_key,
+    collateral_key_of,
     load_collateral,
     parse_tcb_info,
 )
@@ -56,6 +58,17 @@ def _crl_ca(collateral: Collateral) -> str | None:
     if "Platform" in issuer:
         return "platform"
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _key_of(tee: bool, certification: CertificationData) -> CollateralKey:
+    return collateral_key_of(certification, is_tdx=tee)
+
+
+def _collateral_key(quote: Quote) -> CollateralKey:
+    """``collateral_key`` memoised on the exact certification data (one platform sends the
+    same PCK chain in every quote)."""
+    return _key_of(quote.is_tdx, quote.signature_data.certification)
 
 
 class CollateralSource:
@@ -115,7 +128,9 @@ class CollateralSource:
         """The verifier's own newest set for the quote, to hold carried collateral against:
         offline, else (``may_fetch``: hardware evidence) from the PCCS. None when it has none;
         a failed fetch is not retried for ``_RETRY_AFTER_S``."""
-        key = collateral_key(quote)
+        if not self._offline and (not may_fetch or self._fetcher is None):
+            return None  # nothing to compare with: skip decoding the PCK certificate
+        key = _collateral_key(quote)
         offline = self._offline_for(key)
         if offline is not None or not may_fetch or self._fetcher is None:
             return offline

@@ -14,6 +14,7 @@ from cllm.verify._pcs import (
     CollateralFetcher,
     CollateralKey,
     collateral_key,
+    collateral_key_of,
     default_collateral_url,
     read_qcnl_pccs_url,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "TrustRoot",
     "VerificationResult",
     "collateral_key",
+    "collateral_key_of",
     "default_collateral_url",
     "intel_root",
     "load_collateral",

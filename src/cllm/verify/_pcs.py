@@ -19,7 +19,7 @@ from typing import Final, Literal
 import httpx
 
 from cllm.errors import CollateralFetchError, CollateralFormatError, QuoteFormatError
-from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions
+from cllm.quote import CertificationData, Quote, parse_pck_chain, parse_pck_extensions
 from cllm.quote import layout as quote_layout
 from cllm.verify._collateral import (
     Collateral,
@@ -35,6 +35,7 @@ __all__ = [
     "CollateralFetcher",
     "CollateralKey",
     "collateral_key",
+    "collateral_key_of",
     "default_collateral_url",
     "read_qcnl_pccs_url",
 ]
@@ -155,7 +156,11 @@ class CollateralKey:
 
 def collateral_key(quote: Quote) -> CollateralKey:
     """TEE, FMSPC and issuing PCK CA, read from the quote's PCK certificate."""
-    certification = quote.signature_data.certification
+    return collateral_key_of(quote.signature_data.certification, is_tdx=quote.is_tdx)
+
+
+def collateral_key_of(certification: CertificationData, *, is_tdx: bool) -> CollateralKey:
+    """``collateral_key`` from a quote's certification data and TEE."""
     if certification.type == quote_layout.CERT_PCK_CHAIN:
         check_pem_chain_size(certification.data, what="PCK chain")
     chain = parse_pck_chain(certification)
@@ -171,7 +176,7 @@ def collateral_key(quote: Quote) -> CollateralKey:
             offset=0,
             code="pck_chain_malformed",
         )
-    return CollateralKey(tee="tdx" if quote.is_tdx else "sgx", fmspc=fmspc, ca=ca)
+    return CollateralKey(tee="tdx" if is_tdx else "sgx", fmspc=fmspc, ca=ca)
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,11 +320,7 @@ class QuoteVerifier:
         )
         # The CRL chain must be that of the CA of the PCK chain in use (Platform CA CRL for a
         # Platform CA chain, Processor for Processor), not just any CA under the root.
-        if (
-            crl_chain.leaf.subject != pck_ca.subject
-            or certificate_p256_key(crl_chain.leaf, what).public_numbers()
-            != certificate_p256_key(pck_ca, "PCK CA").public_numbers()
-        ):
+        if not _same_ca(crl_chain.leaf, pck_ca):
             raise VerificationError(
                 f"{what} names '{crl_chain.leaf.subject.rfc4514_string()}', not the PCK "
                 f"chain's CA '{pck_ca.subject.rfc4514_string()}'",
@@ -472,6 +468,16 @@ class QuoteVerifier:
         )
         if run.status is TcbStatus.REVOKED:
             raise VerificationError("the platform's TCB is revoked", code="tcb_revoked")
+
+
+@functools.lru_cache(maxsize=64)
+def _same_ca(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Same subject and same key (a CA certificate may be reissued with new dates)."""
+    if a == b:
+        return True
+    key_a = certificate_p256_key(a, "CA certificate")
+    key_b = certificate_p256_key(b, "CA certificate")
+    return a.subject == b.subject and p256_point(key_a) == p256_point(key_b)
 
 
 def _code(what: str) -> str:
