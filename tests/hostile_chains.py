@@ -86,9 +86,19 @@ def clones(name: x509.Name, count: int, *, label: str = "bomb") -> list[x509.Cer
 
 
 def pck_bomb(sim: SimulatedDcap, total: int) -> bytes:
-    """A PCK chain of ``total`` certificates: the genuine leaf and CA, then clones of the CA."""
-    extra = clones(sim.pck_ca_certificate.subject, total - 2)
-    return pem([sim.pck_certificate, sim.pck_ca_certificate, *extra])
+    """A PCK chain of ``total`` certificates: a leaf issued under the PCK CA's name by the
+    clones' key, then ``total - 1`` clones of the PCK CA (one name, one key, each validly
+    signing every other): a path builder tries every ordering of the clones."""
+    name = sim.pck_ca_certificate.subject
+    leaf = certificate(
+        subject=sim.pck_certificate.subject,
+        key=derived_key("bomb-leaf"),
+        issuer=name,
+        issuer_key=derived_key("bomb"),
+        serial=999,
+        ca=False,
+    )
+    return pem([leaf, *clones(name, total - 1)])
 
 
 def signing_bomb(sim: SimulatedDcap, total: int) -> str:
