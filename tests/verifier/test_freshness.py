@@ -274,3 +274,35 @@ def test_policy_bounds_on_real_hardware_quotes(tmp_path: Path, policy: str, code
     }
     assert _codes(service.attest(evidence, nonce)) == ["binding_mismatch"]
     assert _codes(service.attest(evidence, nonce, policy="strict")) == ["binding_mismatch", code]
+
+
+def test_real_collateral_the_newer_pieces_win_either_way() -> None:
+    """Intel's real data: two sets for one platform (same TDX FMSPC, Platform CA),
+    both valid at one time; whichever is carried, the newer pieces are used, and the result
+    verifies the real quote."""
+    from cllm.verify import QuoteVerifier, intel_root, load_collateral
+
+    root = require_vectors()
+    older_case = case("dcapqvl-tdx-quote@20250813")
+    newer_case = case("dcapqvl-tdx-quote@20250819")
+    older = load_collateral(root / older_case["collateral"])
+    newer = load_collateral(root / newer_case["collateral"])
+    assert older.tcb_info != newer.tcb_info
+    for carried, own in ((older, newer), (newer, older)):
+        chosen = freshest(carried=carried, own=own)
+        assert (chosen.tcb_info, chosen.qe_identity) == (newer.tcb_info, newer.qe_identity)
+        assert chosen.pck_crl == max(
+            (older.pck_crl, newer.pck_crl),
+            key=lambda der: _crl_this_update(der),
+        )
+    at = min(older_case["window"]["not_after"], newer_case["window"]["not_after"])
+    merged = freshest(carried=older, own=newer)
+    result = QuoteVerifier(trust_root=intel_root()).verify(read(older_case["quote"]), merged, at=at)
+    assert result.ok, result.error
+    assert result.tcb_evaluation_data_number == 17
+
+
+def _crl_this_update(der: bytes) -> int:
+    from cllm.verify._pki import parse_crl
+
+    return parse_crl(der, "PCK CRL").validity.not_before
