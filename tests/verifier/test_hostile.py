@@ -230,3 +230,21 @@ def test_healthz_answers_while_hostile_appraisals_run(
         for thread in threads:
             thread.join(timeout=10)
         assert results == [["appraisal_timeout"]] * len(bombs)
+
+
+def test_remote_client_reports_the_services_refusal(
+    world: SimulatedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client of the service sees why it refused (a timeout names no keys), not a keys
+    mismatch; and gets no keys."""
+    from cllm.client import RemoteVerifier
+
+    client = TestClient(_app(world, tmp_path, appraisal_timeout_s=0.3))
+    evidence, nonce = _evidence(world)
+    monkeypatch.setattr(_appraise, "check_evidence", _slowed(1.0))
+    remote = RemoteVerifier("http://testserver", http=client, clock=lambda: float(NOW))
+    verdict = remote.appraise(evidence, nonce=nonce)
+    assert verdict.status == "contraindicated"
+    assert [r.code for r in verdict.reasons] == ["appraisal_timeout"]
+    assert verdict.keys is None
+    assert not verdict.trusted

@@ -259,6 +259,10 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
+        if status == "contraindicated" and claims.get("keys") is None:
+            # A refusal that names no keys grants nothing: its own reasons (appraisal_timeout,
+            # internal_error, ...) say why, better than a keys mismatch would.
+            return Verification(status, reasons, dict(claims), self._url, at, None)
         try:
             evidence = parse_evidence(document)
         except CllmError as exc:
