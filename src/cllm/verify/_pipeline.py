@@ -350,9 +350,7 @@ class QuoteVerifier:
     ) -> None:
         """Issuer chain, signature over the exact bytes, validity window and TEE of an Intel
         collateral document (TCB info or QE identity)."""
-        chain = self._dated_chain(
-            self._chains.signing_chain_pem(issuer_chain, what=f"{what} issuer chain"), run
-        )
+        chain = self._dated_chain(self._chains.signing_chain_pem(issuer_chain), run)
         for cert in chain.certificates[:-1]:
             run.root_crl.check_not_revoked(cert, f"{what} signing certificate")
         if not self._signature_ok(chain.leaf, signature, body):

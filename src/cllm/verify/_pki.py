@@ -191,9 +191,10 @@ class ChainValidator:
     def pck_chain_pem(self, pem: str, *, what: str) -> VerifiedChain:
         return self._pck_pem(pem, what)
 
-    def signing_chain_pem(self, pem: str, *, what: str) -> VerifiedChain:
-        """Exactly [the root's pinned TCB Signing certificate, root] (TCB info, QE identity)."""
-        return self._signing_pem(pem, what)
+    def signing_chain_pem(self, pem: str) -> VerifiedChain:
+        """Exactly [the root's pinned TCB Signing certificate, root]. TCB info and QE identity
+        carry the same chain, so it is checked (and named in messages) once for both."""
+        return self._signing_pem(pem, "collateral signing chain")
 
     def crl_issuer_chain_pem(self, pem: str, *, what: str) -> VerifiedChain:
         """Exactly [a CA issued by the root, root]; which CA it must be is the caller's check."""
@@ -209,13 +210,12 @@ class ChainValidator:
         if len(certs) not in (2, 3):
             raise _shape_error(what, f"{len(certs)} certificates; needs leaf, PCK CA (, root)")
         leaf, ca = certs[0], certs[1]
-        self._distinct_subjects(certs, what)
+        subjects = self._distinct_subjects(certs, what)
         if len(certs) == 3:
             self._is_root(certs[2], what)
-        if not any(_cn(ca.subject).endswith(name) for name in _PCK_CA_NAMES):
-            raise _shape_error(
-                what, f"'{_cn(ca.subject)}' is neither a PCK Platform CA nor a Processor CA"
-            )
+        ca_name = _cn(subjects[1])
+        if not ca_name.endswith(_PCK_CA_NAMES):
+            raise _shape_error(what, f"'{ca_name}' is neither a PCK Platform CA nor a Processor CA")
         self._issued_by_root(ca, what)
         _issued_by(leaf, ca, what)
         return self._profile(leaf, (ca,), what, leaf_is_ca=False)
@@ -261,9 +261,11 @@ class ChainValidator:
             ) from exc
 
     @staticmethod
-    def _distinct_subjects(certs: tuple[x509.Certificate, ...], what: str) -> None:
-        if len({cert.subject for cert in certs}) != len(certs):
+    def _distinct_subjects(certs: tuple[x509.Certificate, ...], what: str) -> tuple[x509.Name, ...]:
+        subjects = tuple(cert.subject for cert in certs)
+        if len(set(subjects)) != len(certs):
             raise _shape_error(what, "two certificates have the same subject")
+        return subjects
 
     def _is_root(self, cert: x509.Certificate, what: str) -> None:
         if cert.public_bytes(Encoding.DER) != self._root_der:
@@ -329,20 +331,17 @@ class ChainValidator:
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
-    """``cert`` names ``issuer`` as its issuer and carries a valid signature by its key."""
-    if cert.issuer != issuer.subject:
-        raise VerificationError(
-            f"{what}: '{_cn(cert.subject)}' is issued by '{_cn(cert.issuer)}', "
-            f"not by '{_cn(issuer.subject)}'",
-            code="chain_untrusted",
-        )
+    """``cert`` names ``issuer`` as its issuer and carries a valid signature by its key
+    (``verify_directly_issued_by`` checks both; names are decoded only for the message)."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (InvalidSignature, ValueError, TypeError) as exc:
+        if cert.issuer != issuer.subject:
+            problem = f"is issued by '{_cn(cert.issuer)}', not by '{_cn(issuer.subject)}'"
+        else:
+            problem = f"does not carry a valid signature by '{_cn(issuer.subject)}'"
         raise VerificationError(
-            f"{what}: the signature on '{_cn(cert.subject)}' does not verify with the key of "
-            f"'{_cn(issuer.subject)}'",
-            code="chain_untrusted",
+            f"{what}: '{_cn(cert.subject)}' {problem}", code="chain_untrusted"
         ) from exc
 
 
