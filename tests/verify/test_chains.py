@@ -336,3 +336,25 @@ def test_verification_stops_at_its_deadline(sim: SimulatedDcap) -> None:
     assert [step.ok for step in result.steps] == [True, True, True, False]
     with pytest.raises(ValueError, match="budget_s"):
         QuoteVerifier(trust_root=sim.trust_root(), budget_s=0)
+
+
+def test_signer_name_with_a_key_of_another_kind(sim: SimulatedDcap) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    other = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(sim.tcb_signing_certificate.subject)
+        .issuer_name(sim.root_certificate.subject)
+        .public_key(other.public_key())
+        .serial_number(31)
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+        .sign(hc.private(sim, "root"), hashes.SHA256())
+    )
+    forged = dataclasses.replace(
+        sim.collateral(), tcb_info_issuer_chain=hc.pem([cert, sim.root_certificate]).decode()
+    )
+    result = _verify(sim, sim.quote(report_data=REPORT_DATA), forged)
+    assert _failure(result) == ("tcb_info", "collateral_signer_untrusted")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -335,7 +335,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> N
     (``verify_directly_issued_by`` checks both; names are decoded only for the message)."""
     try:
         cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError) as exc:
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError) as exc:
         if cert.issuer != issuer.subject:
             problem = f"is issued by '{_cn(cert.issuer)}', not by '{_cn(issuer.subject)}'"
         else:

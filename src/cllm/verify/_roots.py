@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
@@ -89,14 +90,20 @@ class TcbSigner:
     def matches(self, cert: x509.Certificate) -> bool:
         if cert.subject != self.subject:
             return False
-        key = cert.public_key()
+        try:
+            key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm):  # a key no one can sign with
+            return False
         if not isinstance(key, ec.EllipticCurvePublicKey):
             return False
         return key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint) == self.key
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> TcbSigner:
-        key = cert.public_key()
+        try:
+            key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CllmError("a TCB Signing key is malformed", code="root_ca_malformed") from exc
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
             key.curve, ec.SECP256R1
         ):
