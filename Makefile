@@ -53,6 +53,7 @@ test: lint ui chromium
 
 bench: $(STAMP)
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/chains.py
 	$(BIN)/python bench/measure.py
 	$(BIN)/python bench/verifier.py
 	$(BIN)/python bench/serve.py

@@ -156,15 +156,25 @@ class LocalVerifier:
 
     def appraise(self, document: Mapping[str, Any], *, nonce: bytes) -> Verification:
         at = int(self._clock())
-        verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
-        trusted = verdict.status != "contraindicated"
+        try:
+            verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
+            trusted = verdict.status != "contraindicated"
+            keys = _keys_of(verdict.claims) if trusted else None
+        except Exception as exc:  # a refusal with a reason, never a traceback
+            _log.exception("local appraisal failed unexpectedly")
+            return _failed(
+                "internal_error",
+                f"unexpected {type(exc).__name__} during appraisal",
+                verifier="local",
+                at=at,
+            )
         return Verification(
             status=verdict.status,
             reasons=verdict.reasons,
             claims=dict(verdict.claims),
             verifier="local",
             checked_at=at,
-            keys=_keys_of(verdict.claims) if trusted else None,
+            keys=keys,
             expires_at=at + self._policy.max_token_age,
         )
 
@@ -300,6 +310,10 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
+        if status == "contraindicated" and claims.get("keys") is None:
+            # A refusal that names no keys grants nothing: its own reasons (appraisal_timeout,
+            # internal_error, ...) say why, better than a keys mismatch would.
+            return Verification(status, reasons, dict(claims), self._url, at, None)
         try:
             evidence = parse_evidence(document)
         except CllmError as exc:

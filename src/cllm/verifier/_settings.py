@@ -33,3 +33,5 @@ class VerifierSettings(BaseSettings):
     max_connections: int | None = Field(default=None, ge=1)
     # Processes forked after the state is loaded, serving one socket (cllm._transport).
     workers: int = Field(default=1, ge=1, le=256)
+    # Longest an attestation answer waits for its appraisal (collateral fetch included).
+    appraisal_timeout_s: float = Field(default=10.0, gt=0, le=300)
