@@ -46,6 +46,17 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"serving on [bold]{url}[/bold]")
 
 
+def _attestation_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The attestation flags that were given (the rest come from CLLM_SERVE_* or defaults)."""
+    given = {
+        "attest_batch_max": args.attest_batch_max,
+        "attest_batch_wait_ms": args.attest_batch_wait_ms,
+        "attest_client_pending": args.attest_client_pending,
+        "trusted_proxy_header": args.trusted_proxy_header,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -78,6 +89,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             ui_dir=Path(args.ui_dir) if args.ui_dir else None,
             threads=args.threads,
             stream_interval_ms=args.stream_interval_ms,
+            **_attestation_settings(args),
         )
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
@@ -170,5 +182,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MS",
         help="llama-cpp: a token within MS of the last one sent goes with the next one "
         "(default 16, one 60 Hz frame; 0 sends every token alone)",
+    )
+    serve.add_argument(
+        "--attest-batch-max",
+        type=int,
+        metavar="N",
+        help="nonces answered by one quote, at most (default 1024; 1: one quote per nonce)",
+    )
+    serve.add_argument(
+        "--attest-batch-wait-ms",
+        type=float,
+        metavar="MS",
+        help="how long a batch waits for more nonces once the quote slot is free (default 2)",
+    )
+    serve.add_argument(
+        "--attest-client-pending",
+        type=int,
+        metavar="N",
+        help="attestation requests one client may have pending before 429 (default 4)",
+    )
+    serve.add_argument(
+        "--trusted-proxy-header",
+        metavar="NAME",
+        help="count attestation clients by this header's last address (e.g. X-Forwarded-For), "
+        "set by a reverse proxy you run; only then",
     )
     serve.set_defaults(handler=_cmd_serve)
