@@ -23,14 +23,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field
 
 from cllm.errors import CllmError, EvidenceError
-from cllm.merkle import (
-    HASH_SIZE,
-    MAX_PATH,
-    MAX_TREE_SIZE,
-    InclusionProof,
-    MerkleTree,
-    root_from_proof,
-)
 from cllm.measure import (
     MAX_DEPTH,
     MEASURED_RTMR,
@@ -40,6 +32,14 @@ from cllm.measure import (
     parse_event_log,
     replay,
     replay_ccel,
+)
+from cllm.merkle import (
+    HASH_SIZE,
+    MAX_PATH,
+    MAX_TREE_SIZE,
+    InclusionProof,
+    MerkleTree,
+    root_from_proof,
 )
 from cllm.quote import Quote, parse_quote
 from cllm.quote import layout as quote_layout
@@ -57,6 +57,7 @@ __all__ = [
     "TeeKind",
     "build_batch_evidence",
     "build_evidence",
+    "check_batch",
     "check_batch_binding",
     "check_batch_proof",
     "check_evidence",
@@ -390,6 +391,24 @@ def check_batch_proof(nonce: bytes, proof: InclusionProof) -> None:
             "the audit path does not lead from this nonce to the batch root",
             code="batch_proof_invalid",
         )
+
+
+def check_batch(evidence: Evidence, *, expected_nonce: bytes) -> None:
+    """For version 2 evidence, the batch checks alone (root and keys bound by the quote, the
+    nonce, its inclusion proof), raising ``EvidenceError``: for a client whose verifier service
+    ran ``check_evidence`` and that checks the proof for its own nonce again itself."""
+    if evidence.batch is None:
+        return
+    try:
+        report_data = parse_quote(evidence.quote).td_report.report_data
+    except (CllmError, ValueError) as exc:
+        raise EvidenceError(
+            "the evidence quote is not a TDX quote", code="evidence_malformed"
+        ) from exc
+    check_batch_binding(report_data, evidence)
+    if not hmac.compare_digest(evidence.binding.nonce, expected_nonce):
+        raise EvidenceError("the evidence answers another nonce", code="nonce_mismatch")
+    check_batch_proof(evidence.binding.nonce, evidence.batch)
 
 
 def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceCheck:

@@ -204,6 +204,11 @@ async function runAttestation() {
   });
   const result = await attest({ verifier: verifierUrl() });
   if (check === state.check) setAttestation(result);
+  if (result.temporary) {
+    setTimeout(() => {
+      if (check === state.check) runAttestation();
+    }, 10_000);
+  }
 }
 
 function verifierUrl() {
@@ -218,7 +223,8 @@ function sendBlockReason() {
   if (state.chat.unprotected) return null;
   const a = state.attestation;
   if (a.state === "pending") return { text: "Sending is paused until the attestation check ends." };
-  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: true };
+  // Busy (429/503) is no verdict: never an offer to go unprotected for it.
+  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: !a.temporary };
   if (!a.keys) return { text: "Sending is blocked: no attested keys." };
   return null;
 }
@@ -467,7 +473,7 @@ function wire() {
   ui.stop.addEventListener("click", stopStreaming);
   ui.newChat.addEventListener("click", startNewChat);
   ui.continueUnprotected.addEventListener("click", () => {
-    if (!state.chat || state.attestation.state !== "red") return;
+    if (!state.chat || state.attestation.state !== "red" || state.attestation.temporary) return;
     state.chat.unprotected = true;
     updateComposer();
     ui.prompt.focus();

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -46,7 +47,7 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"serving on [bold]{url}[/bold]")
 
 
-def _attestation_settings(args: argparse.Namespace) -> dict[str, object]:
+def _attestation_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The attestation flags that were given (the rest come from CLLM_SERVE_* or defaults)."""
     given = {
         "attest_batch_max": args.attest_batch_max,

@@ -14,6 +14,7 @@ addresses; past it the server is busy for everyone (503, ``attestation_busy``, `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
@@ -25,7 +26,7 @@ from typing import Final
 
 from cllm.errors import CllmError, ServerError
 
-__all__ = ["Admission", "AdmissionRefused", "AdmissionSettings", "client_key"]
+__all__ = ["Admission", "AdmissionRefusedError", "AdmissionSettings", "client_key"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class AdmissionSettings:
     queue_max: int = 16384  # nonces waiting, all clients together
 
 
-class AdmissionRefused(CllmError):
+class AdmissionRefusedError(CllmError):
     """Not now: ``status`` 429 (this client is over its share) or 503 (the server is busy or
     the TEE failed); ``retry_after`` in whole seconds."""
 
@@ -122,19 +123,19 @@ class Admission:
 
     async def evidence(self, nonce: bytes, *, client: str) -> bytes:
         """The response body for ``nonce``, once its batch is quoted. Raises
-        ``AdmissionRefused`` for a client over its share or a full queue."""
+        ``AdmissionRefusedError`` for a client over its share or a full queue."""
         state = self._current()
         settings = self._settings
         held = state.pending.get(client, 0)
         if held >= settings.client_pending:
-            raise AdmissionRefused(
+            raise AdmissionRefusedError(
                 f"this client already has {held} attestation requests pending",
                 code="rate_limited",
                 status=429,
                 retry_after=self._retry_after(1),
             )
         if state.waiting >= settings.queue_max:
-            raise AdmissionRefused(
+            raise AdmissionRefusedError(
                 "too many attestation requests are waiting",
                 code="attestation_busy",
                 status=503,
@@ -192,10 +193,8 @@ class Admission:
                 delay = self._oldest(state) + settings.batch_wait - self._clock()
                 if delay > 0:
                     state.wake.clear()
-                    try:  # a full batch may form before the delay is over
+                    with contextlib.suppress(TimeoutError):  # a full batch may form sooner
                         await asyncio.wait_for(state.wake.wait(), delay)
-                    except TimeoutError:
-                        pass
                     continue
             batch = self._take_batch(state)
             if batch:
@@ -213,7 +212,7 @@ class Admission:
                 self._release(state, item.client)
                 if not item.future.done():
                     item.future.set_exception(
-                        AdmissionRefused(exc.message, code=exc.code, status=503, retry_after=1)
+                        AdmissionRefusedError(exc.message, code=exc.code, status=503, retry_after=1)
                     )
             return
         except Exception:  # never let the batch loop die: fail this batch closed
@@ -222,8 +221,10 @@ class Admission:
                 self._release(state, item.client)
                 if not item.future.done():
                     item.future.set_exception(
-                        AdmissionRefused(
-                            "the TEE could not quote", code="internal_error", status=503,
+                        AdmissionRefusedError(
+                            "the TEE could not quote",
+                            code="internal_error",
+                            status=503,
                             retry_after=1,
                         )
                     )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from cllm.evidence import NONCE_SIZE
-from cllm.server._admission import Admission, AdmissionRefused, AdmissionSettings, client_key
+from cllm.server._admission import Admission, AdmissionRefusedError, AdmissionSettings, client_key
 from cllm.server._batch_evidence import BatchEvidence
 from cllm.server._runtime import Runtime
 
@@ -36,7 +36,7 @@ def _invalid_nonce(value: str | None) -> Response:
     return JSONResponse({"detail": [error]}, status_code=422)
 
 
-def _refused(exc: AdmissionRefused) -> Response:
+def _refused(exc: AdmissionRefusedError) -> Response:
     body = json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
     return Response(
         body,
@@ -81,11 +81,9 @@ def attestation_router(
         client = client_key(peer, request.headers.get(proxy_header) if proxy_header else None)
         try:
             body = await admission.evidence(bytes.fromhex(values[0]), client=client)
-        except AdmissionRefused as exc:
+        except AdmissionRefusedError as exc:
             return _refused(exc)
-        return Response(
-            body, media_type="application/json", headers={"Cache-Control": "no-store"}
-        )
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     router.add_route(
         "/v1/attestation/report", report_fast, methods=["GET"], include_in_schema=False

@@ -160,9 +160,7 @@ class SimulatedTdBackend:
             raise ValueError(f"report_data must be {REPORT_DATA_SIZE} bytes")
         with self._lock:
             td = replace(self._td, rtmr3=self._rtmr3)
-        return self._quote_cost.run(
-            lambda: self._world.dcap.quote(report_data=report_data, td=td)
-        )
+        return self._quote_cost.run(lambda: self._world.dcap.quote(report_data=report_data, td=td))
 
     def extend_rtmr3(self, digest: bytes) -> None:
         if len(digest) != RTMR_SIZE:

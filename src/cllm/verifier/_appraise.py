@@ -17,6 +17,7 @@ from cllm.evidence import Evidence, check_evidence, parse_evidence
 from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
 from cllm.quote import Quote
 from cllm.verifier._collateral_source import CollateralSource
+from cllm.verifier._reuse import DcapReuse
 from cllm.verify import Collateral, QuoteVerifier, VerificationResult
 
 __all__ = ["EvidenceAppraiser", "Verdict"]
@@ -80,6 +81,7 @@ class EvidenceAppraiser:
         self._intel = intel
         self._simulated = simulated  # only with --trust-simulated-root
         self._collateral = collateral
+        self._dcap = DcapReuse()  # one batch's clients share a quote: its DCAP work once
 
     def appraise(
         self, document: Mapping[str, Any], *, nonce: bytes, policy: Policy, at: int
@@ -151,7 +153,9 @@ class EvidenceAppraiser:
         except CllmError as exc:
             reasons.append(Reason(exc.code, exc.message))
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
-        result = verifier.verify(check.quote, collateral, at=at)
+        result = self._dcap.verify(
+            verifier, quote_bytes=evidence.quote, quote=check.quote, collateral=collateral, at=at
+        )
         claims["tcb"] = _tcb_claims(result)
         tcb_status, td_facts = result.tcb_status, result.td
         if not result.ok or tcb_status is None or td_facts is None:
