@@ -71,7 +71,7 @@ def _bad(proof: InclusionProof, nonce: bytes, what: str) -> dict[str, Any]:
 
 
 def generate() -> dict[str, Any]:
-    trees = []
+    trees: list[dict[str, Any]] = []
     for size in TREE_SIZES:
         nonces = [_seed(f"nonce {size}/{i}") for i in range(size)]
         tree = MerkleTree(nonces)
