@@ -10,8 +10,9 @@ quote, and 1,000 ms, the stock Linux configfs-tsm driver's one-second poll), in 
    ``--clients`` closed-loop clients (one keep-alive connection each, each from its own loopback
    address, so each is its own client for fair admission) ask for evidence for fresh nonces as
    fast as answers come, for ``--seconds``.
-2. **batched + flood**: the same server and clients, plus one flooding client (its own address,
-   ``--flood-connections`` connections asking at full speed, never waiting on a refusal).
+2. **batched + flood**: the same server and clients, plus one flooding client (its own address
+   and process, ``--flood-connections`` connections asking at full speed, never waiting on a
+   refusal).
 3. **unbatched**: a server started with ``--attest-batch-max 1`` (one quote per nonce), and
    ``--unbatched-clients`` clients (more would only queue: the quote slot is the limit).
 
@@ -51,6 +52,7 @@ import httpx
 
 HOST = "127.0.0.1"
 _LAUNCH = "import sys; from cllm.cli import main; sys.exit(main())"
+BATCH_WAIT_MS: float | None = None  # --batch-wait-ms: else the server's default
 
 
 def free_port() -> int:
@@ -97,6 +99,8 @@ def start_server(tmp: Path, *, cost_ms: float, batch_max: int | None, name: str)
         *(["--attest-batch-max", str(batch_max)] if batch_max is not None else []),
     ]
     env = {**os.environ, "CLLM_SIM_QUOTE_MS": str(cost_ms), "CLLM_SIM_QUOTE_POLL_MS": "0"}
+    if BATCH_WAIT_MS is not None:
+        env["CLLM_SERVE_ATTEST_BATCH_WAIT_MS"] = str(BATCH_WAIT_MS)
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(process, port, log)
@@ -211,13 +215,24 @@ async def _phase(
         asyncio.create_task(_client(s, port, stop_at, check_every=check_every, flood=False))
         for s in normal
     ]
-    tasks += [
-        asyncio.create_task(_client(flooder, port, stop_at, check_every=0, flood=True))
-        for _ in range(flood)
-    ]
+    flood_process = None
+    if flood:
+        # The flooder is another process (another machine, in life): its own CPU, not ours.
+        flood_process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--worker-flood",
+            json.dumps([port, flooder.address, flood, seconds]),
+            stdout=asyncio.subprocess.PIPE,
+        )
     started = time.monotonic()
     server_cpu, own_cpu = process_cpu(pid), time.process_time()
     await asyncio.gather(*tasks)
+    if flood_process is not None:
+        out, _ = await flood_process.communicate()
+        flooded = json.loads(out)
+        flooder.latencies, flooder.refused = flooded["latencies"], flooded["refused"]
+        flooder.errors = flooded["errors"]
     wall = max(time.monotonic() - started, seconds)
     server_cpu, own_cpu = process_cpu(pid) - server_cpu, time.process_time() - own_cpu
     everyone = [lat for s in normal for lat in s.latencies]
@@ -253,6 +268,22 @@ async def _phase(
             "p99_ms": _round(_pct(flooder.latencies, 0.99)),
         }
     return doc
+
+
+def flood_worker(spec: str) -> int:
+    port, address, connections, seconds = json.loads(spec)
+    stats = ClientStats(address)
+
+    async def run() -> None:
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(
+            *(_client(stats, port, stop_at, check_every=0, flood=True) for _ in range(connections))
+        )
+
+    asyncio.run(run())
+    doc = {"latencies": stats.latencies, "refused": stats.refused, "errors": stats.errors}
+    print(json.dumps(doc))
+    return 0
 
 
 def _round(value: float | None) -> float | None:
@@ -381,6 +412,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds-slow", type=float, default=10.0, help="per phase, slow quotes")
     parser.add_argument("--flood-connections", type=int, default=32)
     parser.add_argument("--check-every", type=int, default=50, help="check 1 in N documents")
+    parser.add_argument("--batch-wait-ms", type=float, help="the server's batch wait")
+    parser.add_argument("--worker-flood", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -388,6 +421,10 @@ def main() -> int:
     args = parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    if args.worker_flood:
+        return flood_worker(args.worker_flood)
+    global BATCH_WAIT_MS
+    BATCH_WAIT_MS = args.batch_wait_ms
 
     def console(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

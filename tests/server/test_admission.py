@@ -203,3 +203,42 @@ def test_a_client_that_went_away_frees_its_share_and_is_not_quoted() -> None:
 )
 def test_client_keys(peer: str | None, header: str | None, key: str) -> None:
     assert client_key(peer, header) == key
+
+
+def test_a_request_over_its_share_waits_briefly_for_it() -> None:
+    async def scenario() -> None:
+        quoter = Quoter()
+        quoter.gate.clear()
+        admission = Admission(
+            quoter, AdmissionSettings(batch_max=8, client_pending=1, share_wait=5.0)
+        )
+        first = asyncio.create_task(admission.evidence(b"1", client="a"))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(admission.evidence(b"2", client="a"))  # over: waits
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        quoter.gate.set()  # the first is answered, the share frees, the second goes in
+        assert await asyncio.gather(first, second) == [b"doc:1", b"doc:2"]
+
+    asyncio.run(scenario())
+
+
+def test_only_a_few_requests_may_wait_for_a_share() -> None:
+    async def scenario() -> None:
+        quoter = Quoter()
+        quoter.gate.clear()
+        settings = AdmissionSettings(client_pending=1, share_wait=5.0, share_waiters=2)
+        admission = Admission(quoter, settings)
+        held = asyncio.create_task(admission.evidence(b"0", client="a"))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(admission.evidence(bytes([i]), client="a")) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(AdmissionRefusedError) as caught:  # the third is refused at once
+            await admission.evidence(b"3", client="a")
+        assert caught.value.status == 429
+        assert asyncio.get_running_loop().time() - started < 1.0
+        quoter.gate.set()
+        await asyncio.gather(held, *waiting)
+
+    asyncio.run(scenario())

@@ -6,7 +6,8 @@ slot is free and the oldest waiting nonce has waited ``batch_wait`` (or the batc
 is filled round-robin across clients, so a client with many nonces waiting gets no more of a
 batch than one with a single nonce. Each client (peer address, an IPv6 /64, or the trusted proxy
 header's address when one is configured) may have ``client_pending`` nonces waiting or being
-quoted; beyond that only *that* client is refused (429, ``rate_limited``, with ``Retry-After``).
+quoted; a request beyond that waits briefly (``share_wait``) for the client's share to free up,
+and is then refused, only *that* client's (429, ``rate_limited``, with ``Retry-After``).
 A cap on all waiting nonces (``queue_max``) bounds memory against clients from very many
 addresses; past it the server is busy for everyone (503, ``attestation_busy``, ``Retry-After``).
 """
@@ -41,6 +42,11 @@ class AdmissionSettings:
     batch_wait: float = 0.002  # seconds the oldest nonce waits for company once the slot is free
     client_pending: int = 4  # nonces one client may have waiting or being quoted
     queue_max: int = 16384  # nonces waiting, all clients together
+    # A request over its client's share waits this long for the share to free up before 429
+    # (a short queue: a client a little ahead of itself is not refused at once, and a flooder
+    # is slowed to its share's pace instead of costing the server a refusal per round trip).
+    share_wait: float = 0.25
+    share_waiters: int = 64  # such waiting requests per client; beyond, 429 at once
 
 
 class AdmissionRefusedError(CllmError):
@@ -69,6 +75,8 @@ class _State:
     pending: dict[str, int] = field(default_factory=dict)  # waiting + being quoted, per client
     waiting: int = 0
     task: asyncio.Task[None] | None = None
+    over_share: dict[str, int] = field(default_factory=dict)  # requests waiting for a share
+    freed: dict[str, asyncio.Event] = field(default_factory=dict)  # set when a share frees
 
 
 def client_key(peer: str | None, header_value: str | None) -> str:
@@ -128,6 +136,8 @@ class Admission:
         settings = self._settings
         held = state.pending.get(client, 0)
         if held >= settings.client_pending:
+            held = await self._wait_for_share(state, client)
+        if held >= settings.client_pending:
             raise AdmissionRefusedError(
                 f"this client already has {held} attestation requests pending",
                 code="rate_limited",
@@ -155,12 +165,41 @@ class Admission:
             if not waiting.future.done():  # the client went away before its batch
                 waiting.future.cancel()
 
+    async def _wait_for_share(self, state: _State, client: str) -> int:
+        """Wait (``share_wait`` at most) until ``client`` is under its share; its count then."""
+        settings = self._settings
+        waiters = state.over_share.get(client, 0)
+        if settings.share_wait <= 0 or waiters >= settings.share_waiters:
+            return state.pending.get(client, 0)
+        state.over_share[client] = waiters + 1
+        deadline = self._clock() + settings.share_wait
+        try:
+            while state.pending.get(client, 0) >= settings.client_pending:
+                left = deadline - self._clock()
+                if left <= 0:
+                    break
+                freed = state.freed.get(client)
+                if freed is None:
+                    freed = state.freed[client] = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(freed.wait(), left)
+        finally:
+            left_waiting = state.over_share[client] - 1
+            if left_waiting:
+                state.over_share[client] = left_waiting
+            else:
+                del state.over_share[client]
+        return state.pending.get(client, 0)
+
     def _release(self, state: _State, client: str) -> None:
         left = state.pending[client] - 1
         if left:
             state.pending[client] = left
         else:
             del state.pending[client]
+        freed = state.freed.pop(client, None)
+        if freed is not None:
+            freed.set()
 
     def _take_batch(self, state: _State) -> list[_Waiting]:
         """Up to ``batch_max`` nonces, one per client in turn (the order rotates across

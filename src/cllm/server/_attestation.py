@@ -64,6 +64,7 @@ def attestation_router(
             batch_wait=settings.attest_batch_wait_ms / 1000,
             client_pending=settings.attest_client_pending,
             queue_max=settings.attest_queue_max,
+            share_wait=settings.attest_share_wait_ms / 1000,
         ),
         clock=clock,
     )

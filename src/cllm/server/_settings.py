@@ -48,11 +48,14 @@ class ServeSettings(BaseSettings):
     # /v1/attestation/report: one quote per batch of nonces, admitted fairly per client (see
     # cllm.server._admission). A batch of at most attest_batch_max (1: unbatched) closes once
     # the quote slot is free and its oldest nonce waited attest_batch_wait_ms; each client may
-    # have attest_client_pending nonces pending (429 beyond), all together attest_queue_max.
+    # have attest_client_pending nonces pending (beyond: a short wait, then 429), all together
+    # attest_queue_max (503 beyond).
     attest_batch_max: int = Field(default=1024, ge=1, le=65536)
     attest_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     attest_client_pending: int = Field(default=4, ge=1, le=65536)
     attest_queue_max: int = Field(default=16384, ge=1, le=1 << 20)
+    # A request over its client's share waits up to this long for it to free before 429.
+    attest_share_wait_ms: float = Field(default=250.0, ge=0, le=10_000)
     # Count clients by this header's last address (set by a trusted reverse proxy) instead of
     # the peer address. Only when configured: anyone can send the header.
     trusted_proxy_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
