@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/measure.py
 	$(BIN)/python bench/verifier.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/attest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis ui/node_modules \

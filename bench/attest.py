@@ -37,6 +37,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import resource
 import signal
 import statistics
@@ -174,6 +175,57 @@ async def _client(
         writer.close()
 
 
+async def _open_client(
+    stats: ClientStats, port: int, stop_at: float, *, rate: float, pool: int, check_every: int
+) -> None:
+    """Open loop: requests at Poisson times (``rate`` per second), each on a free keep-alive
+    connection of this client's own (at most ``pool``: its admission share), latency counted
+    from the time the request was due, so time spent waiting for a connection counts too."""
+    rng = random.Random(os.urandom(8))
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened = 0
+    free = asyncio.Semaphore(pool)
+    count = 0
+
+    async def one(due: float) -> None:
+        nonlocal opened, count
+        async with free:
+            if idle:
+                reader, writer = idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(
+                    HOST, port, local_addr=(stats.address, 0)
+                )
+                opened += 1
+            nonce = os.urandom(32)
+            try:
+                status, body = await _request(reader, writer, port, nonce)
+            except (OSError, asyncio.IncompleteReadError):
+                stats.errors += 1
+                writer.close()
+                return
+            idle.append((reader, writer))
+        if status == 200 and nonce.hex().encode() in body:
+            stats.latencies.append(time.monotonic() - due)
+            count += 1
+            if check_every and count % check_every == 1 and len(stats.samples) < 4:
+                stats.samples.append((nonce, body))
+        elif status == 429:
+            stats.refused += 1
+        else:
+            stats.errors += 1
+
+    tasks = []
+    due = time.monotonic() + rng.expovariate(rate)
+    while due < stop_at:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        tasks.append(asyncio.create_task(one(due)))
+        due += rng.expovariate(rate)
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+
+
 def _address(group: int, index: int) -> str:
     return f"127.{group}.{index // 250}.{index % 250 + 1}"
 
@@ -206,15 +258,31 @@ def process_cpu(pid: int) -> float:
 
 
 async def _phase(
-    port: int, *, pid: int, clients: int, seconds: float, flood: int, check_every: int, group: int
+    port: int,
+    *,
+    pid: int,
+    clients: int,
+    seconds: float,
+    flood: int,
+    check_every: int,
+    group: int,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     stop_at = time.monotonic() + seconds
     normal = [ClientStats(_address(group, i)) for i in range(clients)]
     flooder = ClientStats(_address(group + 100, 0))
-    tasks = [
-        asyncio.create_task(_client(s, port, stop_at, check_every=check_every, flood=False))
-        for s in normal
-    ]
+    if rate:
+        tasks = [
+            asyncio.create_task(
+                _open_client(s, port, stop_at, rate=rate / clients, pool=4, check_every=check_every)
+            )
+            for s in normal
+        ]
+    else:
+        tasks = [
+            asyncio.create_task(_client(s, port, stop_at, check_every=check_every, flood=False))
+            for s in normal
+        ]
     flood_process = None
     if flood:
         # The flooder is another process (another machine, in life): its own CPU, not ours.
@@ -241,6 +309,7 @@ async def _phase(
     p99s = [_pct(s.latencies, 0.99) or 0.0 for s in per_client]
     total = len(everyone) + len(flooder.latencies)
     doc: dict[str, Any] = {
+        "load": f"open loop, {rate:g}/s offered" if rate else "closed loop",
         "clients": clients,
         "seconds": round(wall, 2),
         "attestations_per_s": round(total / seconds, 1),
@@ -303,70 +372,47 @@ def _spread(values: list[float]) -> dict[str, float] | None:
 def run_cost(args: argparse.Namespace, tmp: Path, cost: float, console: Any) -> dict[str, Any]:
     slow = cost >= 500
     clients = args.clients_slow if slow else args.clients
+    rate = args.rate_slow if slow else args.rate
+    capacity_clients = args.capacity_clients_slow if slow else args.capacity_clients
     seconds = args.seconds_slow if slow else args.seconds
     result: dict[str, Any] = {"quote_ms": cost}
+
+    def phase(server: Server, **kwargs: Any) -> dict[str, Any]:
+        options = {"seconds": seconds, "flood": 0, "check_every": args.check_every, **kwargs}
+        return asyncio.run(_phase(server.port, pid=server.process.pid, **options))
+
     server = start_server(tmp, cost_ms=cost, batch_max=None, name=f"batched-{cost:g}")
     try:
-        asyncio.run(
-            _phase(
-                server.port,
-                pid=server.process.pid,
-                clients=8,
-                seconds=min(2.0, seconds),
-                flood=0,
-                check_every=0,
-                group=1,
-            )
-        )  # warm-up
-        console(f"quote {cost:g} ms: batched, {clients} clients, {seconds:g} s")
-        result["batched"] = asyncio.run(
-            _phase(
-                server.port,
-                pid=server.process.pid,
-                clients=clients,
-                seconds=seconds,
-                flood=0,
-                check_every=args.check_every,
-                group=2,
-            )
+        phase(server, clients=8, seconds=min(2.0, seconds), check_every=0, group=1)  # warm-up
+        console(f"quote {cost:g} ms: batched, {clients} clients, {rate:g}/s offered")
+        result["batched"] = phase(server, clients=clients, rate=rate, group=2)
+        console(f"quote {cost:g} ms: the same, and one client flooding")
+        result["batched_flood"] = phase(
+            server, clients=clients, rate=rate, flood=args.flood_connections, group=6
         )
-        console(f"quote {cost:g} ms: batched + one client flooding")
-        result["batched_flood"] = asyncio.run(
-            _phase(
-                server.port,
-                pid=server.process.pid,
-                clients=clients,
-                seconds=seconds,
-                flood=args.flood_connections,
-                check_every=args.check_every,
-                group=6,
-            )
-        )
+        console(f"quote {cost:g} ms: batched capacity, {capacity_clients} closed-loop clients")
+        result["batched_capacity"] = phase(server, clients=capacity_clients, group=20)
     finally:
         server.stop()
     server = start_server(tmp, cost_ms=cost, batch_max=1, name=f"unbatched-{cost:g}")
     try:
-        unbatched_seconds = max(seconds, 5 * cost / 1000)
-        console(f"quote {cost:g} ms: unbatched, {args.unbatched_clients} clients")
-        result["unbatched"] = asyncio.run(
-            _phase(
-                server.port,
-                pid=server.process.pid,
-                clients=args.unbatched_clients,
-                seconds=unbatched_seconds,
-                flood=0,
-                check_every=args.check_every,
-                group=10,
-            )
+        console(f"quote {cost:g} ms: unbatched capacity, {args.unbatched_clients} clients")
+        result["unbatched_capacity"] = phase(
+            server, clients=args.unbatched_clients, seconds=max(seconds, 5 * cost / 1000), group=40
         )
     finally:
         server.stop()
-    batched, flooded, unbatched = result["batched"], result["batched_flood"], result["unbatched"]
-    result["speedup"] = (
-        round(batched["attestations_per_s"] / unbatched["attestations_per_s"], 1)
-        if unbatched["attestations_per_s"]
-        else None
-    )
+    batched, flooded = result["batched"], result["batched_flood"]
+    capacity, unbatched = result["batched_capacity"], result["unbatched_capacity"]
+    per_s = unbatched["attestations_per_s"]
+    result["speedup"] = {
+        "batched_over_unbatched": round(batched["attestations_per_s"] / per_s, 1)
+        if per_s
+        else None,
+        "capacity_over_unbatched": round(capacity["attestations_per_s"] / per_s, 1)
+        if per_s
+        else None,
+    }
     result["others_while_flooding"] = {
         "p50_ratio": _ratio(flooded["p50_ms"], batched["p50_ms"]),
         "p99_ratio": _ratio(flooded["p99_ms"], batched["p99_ms"]),
@@ -405,8 +451,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--costs", default="39,1000", help="simulated quote costs, ms")
-    parser.add_argument("--clients", type=int, default=96, help="clients, fast quotes")
-    parser.add_argument("--clients-slow", type=int, default=1000, help="clients, >= 500 ms quotes")
+    parser.add_argument("--clients", type=int, default=200, help="clients, fast quotes")
+    parser.add_argument("--rate", type=float, default=1200, help="offered/s, fast quotes")
+    parser.add_argument("--clients-slow", type=int, default=600, help="clients, >= 500 ms quotes")
+    parser.add_argument("--rate-slow", type=float, default=600, help="offered/s, slow quotes")
+    parser.add_argument("--capacity-clients", type=int, default=256)
+    parser.add_argument("--capacity-clients-slow", type=int, default=1000)
     parser.add_argument("--unbatched-clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=6.0, help="per phase, fast quotes")
     parser.add_argument("--seconds-slow", type=float, default=10.0, help="per phase, slow quotes")
@@ -438,12 +488,13 @@ def main() -> int:
         print(json.dumps(doc, indent=2))
     else:
         for item in doc["costs"]:
-            b, f, u = item["batched"], item["batched_flood"], item["unbatched"]
+            b, f = item["batched"], item["batched_flood"]
+            c, u = item["batched_capacity"], item["unbatched_capacity"]
             print(
                 f"quote {item['quote_ms']:g} ms: batched {b['attestations_per_s']}/s "
-                f"p50 {b['p50_ms']} p99 {b['p99_ms']} ms; unbatched {u['attestations_per_s']}/s "
-                f"({item['speedup']}x); flooding: others p50 {f['p50_ms']} p99 {f['p99_ms']} ms, "
-                f"flooder share {f['flooder']['share_of_attestations']}"
+                f"p50 {b['p50_ms']} p99 {b['p99_ms']} ms; capacity {c['attestations_per_s']}/s; "
+                f"unbatched {u['attestations_per_s']}/s; flooding: others p50 {f['p50_ms']} "
+                f"p99 {f['p99_ms']} ms, flooder share {f['flooder']['share_of_attestations']}"
             )
     return 0
 
