@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import math
@@ -79,6 +80,7 @@ class _State:
     freed: dict[str, asyncio.Event] = field(default_factory=dict)  # set when a share frees
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(peer: str | None, header_value: str | None) -> str:
     """Whom a request counts against: the address the trusted proxy header names (its last
     entry: the one the proxy itself appended) when it is configured and present, else the
