@@ -29,15 +29,17 @@ Edit = Callable[[bytes, dict[str, Any]], dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory: pytest.TempPathFactory, simulated_root: Path) -> Iterator[ServeProcess]:
-    """A server whose quotes take 60 ms, sharing the simulated root of the session's server
-    (same state directory seed), so the session's verifier trusts it."""
+    """A server whose quotes take 150 ms (so concurrent requests meet in one batch even on a
+    busy machine), sharing the simulated root of the session's server (same state directory
+    seed), so the session's verifier trusts it. Default shares: 4 pending per client; a
+    request over its share waits 100 ms for it, then 429."""
     root = tmp_path_factory.mktemp("slow-quotes")
     state = simulated_root.parent.parent
     served = start_serve(
-        ["--attest-batch-wait-ms", "30", "--attest-client-pending", "16"],
+        ["--attest-batch-wait-ms", "50"],
         state_dir=state,
         log_path=root / "serve.log",
-        env={"CLLM_SIM_QUOTE_MS": "60"},
+        env={"CLLM_SIM_QUOTE_MS": "150", "CLLM_SERVE_ATTEST_SHARE_WAIT_MS": "100"},
     )
     yield served
     served.stop()
@@ -53,18 +55,21 @@ def trusting(
 
 
 def _fetch(server: ServeProcess, nonces: list[bytes]) -> list[dict[str, Any]]:
-    """The documents for ``nonces``, asked for at the same moment (one batch, usually)."""
+    """The documents for ``nonces``, asked for at the same moment by as many clients (each
+    from its own loopback address), so usually answered by one batch."""
 
-    def one(nonce: bytes) -> dict[str, Any]:
-        response = httpx.get(
-            f"{server.url}/v1/attestation/report", params={"nonce": nonce.hex()}, timeout=60
-        )
+    def one(index: int) -> dict[str, Any]:
+        transport = httpx.HTTPTransport(local_address=f"127.0.3.{index + 1}")
+        with httpx.Client(transport=transport, timeout=60) as http:
+            response = http.get(
+                f"{server.url}/v1/attestation/report", params={"nonce": nonces[index].hex()}
+            )
         assert response.status_code == 200, response.text
         doc: dict[str, Any] = response.json()
         return doc
 
     with ThreadPoolExecutor(len(nonces)) as pool:
-        return list(pool.map(one, nonces))
+        return list(pool.map(one, range(len(nonces))))
 
 
 def _batch_with(server: ServeProcess, nonce: bytes, others: int = 4) -> list[dict[str, Any]]:
@@ -207,8 +212,8 @@ def _flood(url: str, stop: threading.Event, statuses: list[tuple[int, str | None
 def test_a_client_flooding_the_admission_queue_is_refused_and_others_still_attest(
     slow: ServeProcess, trusting: LocalVerifier | RemoteVerifier
 ) -> None:
-    """The flooder (127.0.0.1, 32 connections at full speed) is told 429 with Retry-After,
-    alone: a client from another address attests meanwhile, every time."""
+    """The flooder (127.0.0.1, 32 connections at full speed, 8 times its share) is told 429
+    with Retry-After, alone: a client from another address attests meanwhile, every time."""
     stop = threading.Event()
     statuses: list[tuple[int, str | None, str]] = []
     url = f"{slow.url}/v1/attestation/report"
