@@ -125,6 +125,12 @@ class ClientStats:
     latencies: list[float] = field(default_factory=list)  # seconds, answers with evidence
     refused: int = 0  # 429
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
     samples: list[tuple[bytes, bytes]] = field(default_factory=list)  # (nonce, body)
 
 
@@ -168,9 +174,9 @@ async def _client(
                 if not flood:
                     await asyncio.sleep(1.0)  # a well-behaved client honours Retry-After
             else:
-                stats.errors += 1
-    except (OSError, asyncio.IncompleteReadError):
-        stats.errors += 1
+                stats.error(f"HTTP {status}")
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        stats.error(type(exc).__name__)
     finally:
         writer.close()
 
@@ -200,8 +206,8 @@ async def _open_client(
             nonce = os.urandom(32)
             try:
                 status, body = await _request(reader, writer, port, nonce)
-            except (OSError, asyncio.IncompleteReadError):
-                stats.errors += 1
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                stats.error(type(exc).__name__)
                 writer.close()
                 return
             idle.append((reader, writer))
@@ -213,7 +219,7 @@ async def _open_client(
         elif status == 429:
             stats.refused += 1
         else:
-            stats.errors += 1
+            stats.error(f"HTTP {status}")
 
     tasks = []
     due = time.monotonic() + rng.expovariate(rate)
@@ -301,6 +307,7 @@ async def _phase(
         flooded = json.loads(out)
         flooder.latencies, flooder.refused = flooded["latencies"], flooded["refused"]
         flooder.errors = flooded["errors"]
+        flooder.error_kinds = flooded["error_kinds"]
     wall = max(time.monotonic() - started, seconds)
     server_cpu, own_cpu = process_cpu(pid) - server_cpu, time.process_time() - own_cpu
     everyone = [lat for s in normal for lat in s.latencies]
@@ -320,6 +327,7 @@ async def _phase(
         "clients_served": len(per_client),
         "clients_refused": sum(s.refused for s in normal),
         "errors": sum(s.errors for s in normal) + flooder.errors,
+        "error_kinds": _kinds([*normal, flooder]),
         "checked_documents": _check_samples(normal),
         "server_cpu_s": round(server_cpu, 2),
         "client_cpu_s": round(own_cpu, 2),
@@ -350,9 +358,22 @@ def flood_worker(spec: str) -> int:
         )
 
     asyncio.run(run())
-    doc = {"latencies": stats.latencies, "refused": stats.refused, "errors": stats.errors}
+    doc = {
+        "latencies": stats.latencies,
+        "refused": stats.refused,
+        "errors": stats.errors,
+        "error_kinds": stats.error_kinds,
+    }
     print(json.dumps(doc))
     return 0
+
+
+def _kinds(stats: list[ClientStats]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for client in stats:
+        for kind, count in client.error_kinds.items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    return kinds
 
 
 def _round(value: float | None) -> float | None:
