@@ -71,3 +71,4 @@ def test_retry_delay() -> None:
     assert 3 <= retry_delay("3", 0) <= 3.75
     assert 10 <= retry_delay("3600", 0) <= 12.5  # capped
     assert 0.5 <= retry_delay("soon", 1) <= 0.63  # unusable: backoff
+    assert 2 <= retry_delay("0", 3) <= 2.5  # never less than the backoff

@@ -275,11 +275,12 @@ _BACKOFF: Final = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 def retry_delay(retry_after: str | None, attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): the server's ``Retry-After``
-    (delta-seconds, capped at 10) when it gave a usable one, else exponential backoff, with
-    jitter so clients turned away together do not come back together."""
+    (delta-seconds, capped at 10) when it gave a usable one, never less than exponential
+    backoff (a server saying 0 cannot make us spin), with jitter so clients turned away
+    together do not come back together."""
     base = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
     if retry_after is not None and retry_after.strip().isdigit():
-        base = min(float(retry_after.strip()), 10.0)
+        base = max(base, min(float(retry_after.strip()), 10.0))
     return base * (1 + secrets.randbelow(250) / 1000)
 
 

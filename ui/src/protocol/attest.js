@@ -26,12 +26,15 @@ function reasonText(claims) {
 // off, with jitter), within a bound, and ask again; never offer to go unprotected for them.
 const RETRY_STATUSES = new Set([429, 503]);
 const RETRY_BACKOFF = [0.25, 0.5, 1, 2, 4, 8];
+const RETRIES = 5;
 const MAX_RETRY_WAIT = 30; // seconds, all retries of one request together
 
+// The server's Retry-After (capped at 10 s), never less than our own backoff (so a server
+// saying 0 cannot make the page spin), with jitter.
 export function retryDelay(retryAfter, attempt) {
   let base = RETRY_BACKOFF[Math.min(attempt, RETRY_BACKOFF.length - 1)];
   if (typeof retryAfter === "string" && /^\s*\d+\s*$/.test(retryAfter)) {
-    base = Math.min(Number(retryAfter), 10);
+    base = Math.max(base, Math.min(Number(retryAfter), 10));
   }
   return base * (1 + Math.random() / 4);
 }
@@ -42,7 +45,8 @@ async function getJson(fetchImpl, url, init, sleep = null) {
     const response = await fetchImpl(url, { cache: "no-store", credentials: "omit", ...init });
     if (response.ok) return response.json();
     const delay = retryDelay(response.headers?.get?.("retry-after") ?? null, attempt);
-    if (sleep && RETRY_STATUSES.has(response.status) && waited + delay <= MAX_RETRY_WAIT) {
+    const again = attempt < RETRIES && waited + delay <= MAX_RETRY_WAIT;
+    if (sleep && RETRY_STATUSES.has(response.status) && again) {
       await sleep(delay);
       waited += delay;
       continue;
