@@ -126,6 +126,7 @@ class ClientStats:
     refused: int = 0  # 429
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    stale_connections: int = 0  # idle keep-alive connections the server had closed
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -196,7 +197,8 @@ async def _open_client(
     async def one(due: float) -> None:
         nonlocal opened, count
         async with free:
-            if idle:
+            reused = bool(idle)
+            if reused:
                 reader, writer = idle.pop()
             else:
                 reader, writer = await asyncio.open_connection(
@@ -207,9 +209,22 @@ async def _open_client(
             try:
                 status, body = await _request(reader, writer, port, nonce)
             except (OSError, asyncio.IncompleteReadError) as exc:
-                stats.error(type(exc).__name__)
                 writer.close()
-                return
+                if not reused:
+                    stats.error(type(exc).__name__)
+                    return
+                # The server closed this idle keep-alive connection (its keep-alive timeout)
+                # as we sent: what any HTTP client does then, ask again on a new one.
+                stats.stale_connections += 1
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        HOST, port, local_addr=(stats.address, 0)
+                    )
+                    status, body = await _request(reader, writer, port, nonce)
+                except (OSError, asyncio.IncompleteReadError) as again:
+                    stats.error(type(again).__name__)
+                    writer.close()
+                    return
             idle.append((reader, writer))
         if status == 200 and nonce.hex().encode() in body:
             stats.latencies.append(time.monotonic() - due)
@@ -328,6 +343,7 @@ async def _phase(
         "clients_refused": sum(s.refused for s in normal),
         "errors": sum(s.errors for s in normal) + flooder.errors,
         "error_kinds": _kinds([*normal, flooder]),
+        "stale_connections_retried": sum(s.stale_connections for s in normal),
         "checked_documents": _check_samples(normal),
         "server_cpu_s": round(server_cpu, 2),
         "client_cpu_s": round(own_cpu, 2),
