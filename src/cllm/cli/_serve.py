@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import logging
 import os
 import sys
@@ -113,6 +114,10 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         verifier=settings.verifier,
     )
     app = create_app(runtime, static_dir=settings.ui_dir or static_dir())
+    # Everything built so far lives as long as the server: keep the garbage collector from
+    # re-scanning it on every collection (shorter pauses, a tighter attestation latency tail).
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(
             app,
