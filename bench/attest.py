@@ -490,7 +490,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--costs", default="39,1000", help="simulated quote costs, ms")
     parser.add_argument("--clients", type=int, default=200, help="clients, fast quotes")
     parser.add_argument("--rate", type=float, default=1200, help="offered/s, fast quotes")
-    parser.add_argument("--clients-slow", type=int, default=600, help="clients, >= 500 ms quotes")
+    parser.add_argument("--clients-slow", type=int, default=1200, help="clients, >= 500 ms quotes")
     parser.add_argument("--rate-slow", type=float, default=600, help="offered/s, slow quotes")
     parser.add_argument("--capacity-clients", type=int, default=256)
     parser.add_argument("--capacity-clients-slow", type=int, default=1000)
