@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/attest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis ui/node_modules \

@@ -17,7 +17,6 @@ from cllm.engine import default_model_path
 from cllm.evidence import check_evidence, parse_evidence
 from cllm.measure import measure_file
 from cllm.quote import parse_quote
-from cllm.server import TokenBucket
 from cllm.server._startup import static_dir
 from cllm.tee import load_simulated_world
 from cllm.token import verify_token
@@ -96,18 +95,6 @@ def test_the_verifier_appraises_served_evidence(served: ServeProcess, tmp_path: 
         "cllm.model",
     ]
     assert claims["keys"]["hpke_key"] == evidence["binding"]["hpke_key"]
-
-
-def test_token_bucket_limits_bursts_and_refills() -> None:
-    now = [100.0]
-    bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
-    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.take() == pytest.approx(0.5)
-    now[0] += 0.5
-    assert bucket.take() == 0.0
-    assert bucket.take() > 0
-    now[0] += 10
-    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
 
 
 def test_cllm_measure_reproduces_the_served_log(

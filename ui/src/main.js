@@ -245,6 +245,11 @@ async function runAttestation() {
   });
   const result = await checkServer(check);
   if (check === state.check) setAttestation(result);
+  if (result.temporary) {
+    setTimeout(() => {
+      if (check === state.check) runAttestation();
+    }, 10_000);
+  }
 }
 
 async function checkServer(check) {
@@ -283,7 +288,8 @@ function sendBlockReason() {
   if (a.state === "pending") return { text: "Sending is paused until the attestation check ends." };
   if (secondsLeft(a) <= 0) return { text: "Sending is paused: the verdict expired and is being renewed." };
   // Through cllm proxy nothing goes to an unverified server at all: no offer to try.
-  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" };
+  // Busy (429/503) is no verdict: never an offer to go unprotected for it either.
+  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" && !a.temporary };
   if (!a.keys) return { text: "Sending is blocked: no attested keys." };
   return null;
 }
@@ -539,7 +545,7 @@ function wire() {
   ui.stop.addEventListener("click", stopStreaming);
   ui.newChat.addEventListener("click", startNewChat);
   ui.continueUnprotected.addEventListener("click", () => {
-    if (!state.chat || state.attestation.state !== "red") return;
+    if (!state.chat || state.attestation.state !== "red" || state.attestation.temporary) return;
     state.chat.unprotected = true;
     updateComposer();
     ui.prompt.focus();

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from cllm.appraisal._collateral_source import CollateralSource
 from cllm.appraisal._freshness import collateral_findings, freshest
+from cllm.appraisal._reuse import DcapReuse
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
 from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
@@ -81,6 +82,7 @@ class EvidenceAppraiser:
         self._intel = intel
         self._simulated = simulated  # only with --trust-simulated-root
         self._collateral = collateral
+        self._dcap = DcapReuse()  # one batch's clients share a quote: its DCAP work once
 
     def appraise(
         self, document: Mapping[str, Any], *, nonce: bytes, policy: Policy, at: int
@@ -161,7 +163,9 @@ class EvidenceAppraiser:
         except CllmError as exc:
             reasons.append(Reason(exc.code, exc.message))
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
-        result = verifier.verify(check.quote, collateral, at=at)
+        result = self._dcap.verify(
+            verifier, quote_bytes=evidence.quote, quote=check.quote, collateral=collateral, at=at
+        )
         claims["tcb"] = _tcb_claims(result)
         tcb_status, td_facts = result.tcb_status, result.td
         if not result.ok or tcb_status is None or td_facts is None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -54,6 +56,17 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"serving on [bold]{url}[/bold]")
 
 
+def _attestation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The attestation flags that were given (the rest come from CLLM_SERVE_* or defaults)."""
+    given = {
+        "attest_batch_max": args.attest_batch_max,
+        "attest_batch_wait_ms": args.attest_batch_wait_ms,
+        "attest_client_pending": args.attest_client_pending,
+        "trusted_proxy_header": args.trusted_proxy_header,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     try:
         require_extra("server", "fastapi", "uvicorn", "pydantic_settings", "llama_cpp")
@@ -95,6 +108,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             default_max_tokens=args.default_max_tokens,
             max_queue=args.max_queue,
             cors_origins=tuple(args.cors_origin),
+            **_attestation_settings(args),
         )
         limits = effective_limits(settings, nofile=raise_nofile_limit())
         if settings.tls_self_signed:
@@ -118,6 +132,10 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         verifier=settings.verifier,
     )
     app = create_app(runtime, static_dir=settings.ui_dir or static_dir())
+    # Everything built so far lives as long as the server: keep the garbage collector from
+    # re-scanning it on every collection (shorter pauses, a tighter attestation latency tail).
+    gc.collect()
+    gc.freeze()
     try:
         run_guarded(
             app,
@@ -227,5 +245,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ORIGIN",
         help="allow browser pages from ORIGIN (e.g. https://chat.example.com) to call the "
         "APIs; repeatable; default none",
+    )
+    serve.add_argument(
+        "--attest-batch-max",
+        type=int,
+        metavar="N",
+        help="nonces answered by one quote, at most (default 1024; 1: one quote per nonce)",
+    )
+    serve.add_argument(
+        "--attest-batch-wait-ms",
+        type=float,
+        metavar="MS",
+        help="how long a batch waits for more nonces once the quote slot is free (default 2)",
+    )
+    serve.add_argument(
+        "--attest-client-pending",
+        type=int,
+        metavar="N",
+        help="attestation requests one client may have pending before 429 (default 4)",
+    )
+    serve.add_argument(
+        "--trusted-proxy-header",
+        metavar="NAME",
+        help="count attestation clients by this header's last address (e.g. X-Forwarded-For), "
+        "set by a reverse proxy you run; only then",
     )
     serve.set_defaults(handler=_cmd_serve)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx
 import jwt
@@ -22,7 +23,7 @@ from cllm.client._channel import PinnedKeys
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
-from cllm.evidence import NONCE_SIZE, parse_evidence
+from cllm.evidence import NONCE_SIZE, check_batch, parse_evidence
 from cllm.policy import Policy, Reason, default_policy
 from cllm.tee import simulation_trust_root
 from cllm.token import verify_token
@@ -316,6 +317,7 @@ class RemoteVerifier:
             return Verification(status, reasons, dict(claims), self._url, at, None)
         try:
             evidence = parse_evidence(document)
+            check_batch(evidence, expected_nonce=nonce)  # our own nonce's proof, ourselves
         except CllmError as exc:
             return _failed(exc.code, exc.message, verifier=self._url, at=at, claims=claims)
         if claims.get("keys") != evidence.binding.to_json():
@@ -341,27 +343,63 @@ def _get_evidence(server: httpx.Client, nonce: bytes) -> tuple[httpx.Response, b
     return got, presented
 
 
+RETRIES: Final = 5
+RETRY_STATUSES: Final = frozenset({429, 503})
+MAX_RETRY_WAIT: Final = 30.0  # seconds, all retries together
+_BACKOFF: Final = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def retry_delay(retry_after: str | None, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): the server's ``Retry-After``
+    (delta-seconds, capped at 10) when it gave a usable one, never less than exponential
+    backoff (a server saying 0 cannot make us spin), with jitter so clients turned away
+    together do not come back together."""
+    base = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
+    if retry_after is not None and retry_after.strip().isdigit():
+        base = max(base, min(float(retry_after.strip()), 10.0))
+    return base * (1 + secrets.randbelow(250) / 1000)
+
+
 def attest(
     server: httpx.Client,
     verifier: Verifier,
     *,
     random: Callable[[int], bytes] = os.urandom,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Verification:
     """Fresh evidence from ``server`` (whose base URL is the cllm server) for a new nonce,
     appraised by ``verifier``. Never raises for a server or verifier that misbehaves: the
-    result is then ``contraindicated`` with a reason."""
+    result is then ``contraindicated`` with a reason. A 429 or 503 (the server is busy, or this
+    client is over its share) is retried with backoff, honouring ``Retry-After``."""
     nonce = random(NONCE_SIZE)
     at = int(clock())
-    try:
-        response, presented = _get_evidence(server, nonce)
-    except httpx.HTTPError as exc:
-        return _failed(
-            "server_unreachable",
-            f"cannot fetch evidence from {server.base_url}: {type(exc).__name__}",
-            verifier=verifier.name,
-            at=at,
-        )
+    waited = 0.0
+    for attempt in range(RETRIES + 1):
+        try:
+            response, presented = _get_evidence(server, nonce)
+        except httpx.HTTPError as exc:
+            return _failed(
+                "server_unreachable",
+                f"cannot fetch evidence from {server.base_url}: {type(exc).__name__}",
+                verifier=verifier.name,
+                at=at,
+            )
+        if response.status_code not in RETRY_STATUSES:
+            break
+        # Busy or over our share: not a verdict on the server. Wait as told (or back off),
+        # within a bound, then ask again with the same nonce; never give up trust for it.
+        delay = retry_delay(response.headers.get("retry-after"), attempt)
+        if attempt == RETRIES or waited + delay > MAX_RETRY_WAIT:
+            return _failed(
+                "evidence_rate_limited" if response.status_code == 429 else "evidence_unavailable",
+                f"the server answered HTTP {response.status_code} for evidence "
+                f"{attempt + 1} times (busy); try again later",
+                verifier=verifier.name,
+                at=at,
+            )
+        sleep(delay)
+        waited += delay
     if response.status_code != 200:
         return _failed(
             "evidence_unavailable",
