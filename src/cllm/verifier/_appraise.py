@@ -14,7 +14,16 @@ from typing import Any, Final
 
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
-from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
+from cllm.policy import (
+    Appraisal,
+    ComponentFact,
+    Facts,
+    Policy,
+    Reason,
+    Status,
+    appraise,
+    where_prompts_go,
+)
 from cllm.quote import Quote
 from cllm.verifier._collateral_source import CollateralSource
 from cllm.verify import Collateral, QuoteVerifier, VerificationResult
@@ -93,10 +102,14 @@ class EvidenceAppraiser:
             "components": [],
             "keys": None,
             "policy": {"id": policy.id, "sha256": policy.sha256},
+            "reference": None,
+            "upstream": {"scope": "unknown", "host": None},
         }
         appraisal = self._appraise(document, nonce=nonce, policy=policy, at=at, claims=claims)
-        if claims["simulated"] and appraisal.status == "affirming":
-            # Simulated evidence is trusted only because the operator said so: never affirming.
+        claims["reference"] = dict(appraisal.reference) or None
+        if claims["simulated"] and appraisal.status != "contraindicated":
+            # Simulated evidence is trusted only because the operator said so: never affirming,
+            # and always said.
             appraisal = Appraisal(
                 status="warning",
                 reasons=(
@@ -129,6 +142,11 @@ class EvidenceAppraiser:
             {"type": event.type, "name": event.name, "digest": event.digest.hex()}
             for event in check.events
         ]
+        component_facts = tuple(
+            ComponentFact(event.type, event.name, event.digest.hex(), event.details)
+            for event in check.events
+        )
+        claims["upstream"] = where_prompts_go(component_facts)
         # Every check that can run does, so the reasons name all findings (a real quote with a
         # foreign binding still reports its TCB).
         reasons: list[Reason] = []
@@ -171,9 +189,13 @@ class EvidenceAppraiser:
             sept_ve_disable=td_facts.sept_ve_disable,
             mrtd=body.mrtd.hex(),
             rtmrs=(body.rtmr0.hex(), body.rtmr1.hex(), body.rtmr2.hex(), body.rtmr3.hex()),
-            components=tuple(
-                ComponentFact(event.type, event.name, event.digest.hex()) for event in check.events
-            ),
+            components=component_facts,
+            td_attributes=int.from_bytes(body.td_attributes, "little"),
+            xfam=body.xfam.hex(),
+            mrconfigid=body.mr_config_id.hex(),
+            mrowner=body.mr_owner.hex(),
+            mrownerconfig=body.mr_owner_config.hex(),
+            mrservicetd=body.mr_servicetd.hex() if body.mr_servicetd is not None else None,
         )
         return appraise(policy, facts)
 
@@ -196,6 +218,10 @@ def _td_claims(quote: Quote) -> dict[str, Any]:
         "xfam": body.xfam.hex(),
         "mr_seam": body.mr_seam.hex(),
         "debug": body.debug,
+        "mrconfigid": body.mr_config_id.hex(),
+        "mrowner": body.mr_owner.hex(),
+        "mrownerconfig": body.mr_owner_config.hex(),
+        "mrservicetd": body.mr_servicetd.hex() if body.mr_servicetd is not None else None,
     }
 
 
