@@ -434,11 +434,11 @@ def appraise(policy: Policy, facts: Facts) -> Appraisal:
         ("the policy", [(rule.type, rule.name, rule.digest) for rule in doc.components])
     ]
     for release in policy.releases:
-        rules = [
+        pinned: list[tuple[str, str | None, tuple[str, ...]]] = [
             (event.type, event.name, (f"sha384:{event.digest.hex()}",))
             for event in release.components
         ]
-        rule_sets.append((f"release {_label(release)}", rules))
+        rule_sets.append((f"release {_label(release)}", pinned))
     for source, rules in rule_sets:
         _judge_components(source, rules, components, add)
     _judge_upstream(facts.components, doc.upstream.allow_remote_hosts, add)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from cllm import __version__
-from cllm.cli import _client, _measure, _quote, _serve, _tee, _verifier
+from cllm.cli import _client, _measure, _quote, _release, _serve, _tee, _verifier
 
 __all__ = ["main"]
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     _verifier.register(commands)
     _serve.register(commands)
     _client.register(commands)
+    _release.register(commands)
     return parser
 
 

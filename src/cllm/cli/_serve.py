@@ -61,11 +61,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from pydantic import ValidationError
 
     from cllm.server import ServeSettings, build_runtime, create_app
-    from cllm.server._startup import static_dir
-    from cllm.server._tls import InMemoryTls, self_signed_tls
-
     from cllm.server._scope import measured_code_trees, require_unreadable_bytecode
-    from cllm.server._startup import measured_settings
+    from cllm.server._startup import measured_settings, static_dir
+    from cllm.server._tls import InMemoryTls, self_signed_tls
 
     tls: InMemoryTls | None = None
     try:

@@ -71,6 +71,7 @@ from cllm.measure._hashing import (
 from cllm.measure._jcs import canonical_json
 from cllm.measure._log import EventLog, ExtendFn
 from cllm.measure._registers import Rtmrs, replay_digests
+from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
 from cllm.measure._snapshot import (
     DirectorySnapshot,
     MemfdFile,
@@ -78,7 +79,6 @@ from cllm.measure._snapshot import (
     snapshot_file_to_memfd,
 )
 from cllm.measure._start import START_EVENT_TYPE, count_starts, start_marker
-from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
 
 __all__ = [
     "CC_TYPE_TDX",

@@ -849,6 +849,15 @@ def _as_component(event: Event) -> Event:
     return _event(kind, name, event.digest, {"method": method, **details})
 
 
+def _given_plan(event: Event) -> _Plan:
+    """A component already measured from bytes kept in hand: nothing left to hash."""
+
+    def finish(_: Sequence[FileDigests]) -> Event:
+        return event
+
+    return _Plan((), finish)
+
+
 def measure_startup(
     *,
     model: PathArg | OllamaModel | None,
@@ -924,7 +933,7 @@ def measure_startup(
         if role not in ("model", "ui") or event.name != role:
             raise ValueError(f"prehashed events are the raw 'model' and 'ui' ones, not {role!r}")
     if "model" in given:
-        plans.append(_Plan((), lambda _results, event=given["model"]: event))
+        plans.append(_given_plan(given["model"]))
     elif model is None:
         if engine != "openai":
             _fail(f"engine {engine} needs its model measured", "model_unmeasured")
@@ -933,7 +942,7 @@ def measure_startup(
     else:
         plans.append(_plan_path(model, name="model", allow_external_links=allow_external_links))
     if "ui" in given:
-        plans.append(_Plan((), lambda _results, event=given["ui"]: event))
+        plans.append(_given_plan(given["ui"]))
     elif ui_dir is not None and Path(ui_dir).is_dir():
         plans.append(_plan_directory(ui_dir, name="ui", allow_external_links=False))
     elif ui_dir is not None:

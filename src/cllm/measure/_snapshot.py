@@ -103,7 +103,9 @@ def snapshot_file_to_memfd(path: PathArg, *, name: str | None = None) -> MemfdFi
     except FileNotFoundError as exc:
         raise MeasurementError(f"{source}: no such file", code="file_missing") from exc
     except OSError as exc:
-        raise MeasurementError(f"cannot read {source}: {exc.strerror}", code="file_unreadable") from exc
+        raise MeasurementError(
+            f"cannot read {source}: {exc.strerror}", code="file_unreadable"
+        ) from exc
     memfd = -1
     try:
         if not stat.S_ISREG(os.fstat(src).st_mode):
@@ -129,7 +131,9 @@ def snapshot_file_to_memfd(path: PathArg, *, name: str | None = None) -> MemfdFi
     except OSError as exc:
         if memfd >= 0:
             os.close(memfd)
-        raise MeasurementError(f"cannot copy {source}: {exc.strerror}", code="file_unreadable") from exc
+        raise MeasurementError(
+            f"cannot copy {source}: {exc.strerror}", code="file_unreadable"
+        ) from exc
     except BaseException:
         if memfd >= 0:
             os.close(memfd)
@@ -137,6 +141,9 @@ def snapshot_file_to_memfd(path: PathArg, *, name: str | None = None) -> MemfdFi
     finally:
         os.close(src)
     event = _event(
-        "file", name or source.name or _absolute(path), digest.digest(), {"path": _absolute(path), "size": size}
+        "file",
+        name or source.name or _absolute(path),
+        digest.digest(),
+        {"path": _absolute(path), "size": size},
     )
     return MemfdFile(fd=memfd, size=size, event=event)

@@ -352,4 +352,3 @@ def load_release(manifest: Path, *, publisher_key: Path | PublisherKey) -> Relea
             f"cannot read release manifest {manifest}: {exc.strerror}", code="release_unreadable"
         ) from exc
     return parse_release(raw, publisher_key=key)
-

@@ -74,10 +74,13 @@ def classify_upstream(
         parts = urlsplit(upstream)
         host = parts.hostname
     except ValueError as exc:
-        raise ServerError(f"--upstream {upstream[:100]!r} is not a URL", code="config_invalid") from exc
+        raise ServerError(
+            f"--upstream {upstream[:100]!r} is not a URL", code="config_invalid"
+        ) from exc
     if parts.scheme not in ("http", "https") or not host:
         raise ServerError(
-            f"--upstream {upstream[:100]!r} is not an http(s) URL with a host", code="config_invalid"
+            f"--upstream {upstream[:100]!r} is not an http(s) URL with a host",
+            code="config_invalid",
         )
     host = host.lower().rstrip(".")
     return UpstreamScope("loopback" if is_loopback(host) else "remote", host)
