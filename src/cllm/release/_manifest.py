@@ -284,6 +284,8 @@ def _decode(raw: bytes) -> tuple[dict[str, Any], tuple[Event, ...], bytes]:
         raise ReleaseError(f"components: {exc.message}", code="release_malformed") from exc
     if any(event.type == START_EVENT_TYPE for event in events):
         _malformed("a start marker is not a component")
+    if any(event.rtmr != 3 or not event.type.startswith("cllm.") for event in events):
+        _malformed("components are cllm events of RTMR3")
     if not events and not doc["boot"]:
         _malformed("a release must pin components or boot registers")
     publisher = doc["publisher"]
