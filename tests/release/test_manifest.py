@@ -83,7 +83,7 @@ def test_another_publishers_key_is_refused() -> None:
 
 
 def test_a_manifest_that_names_the_trusted_key_but_was_signed_by_another() -> None:
-    private, public = _keys()
+    _, public = _keys()
     attacker, _ = _keys()
     doc = json.loads(_manifest(attacker))
     doc["publisher"]["key_sha256"] = public.sha256  # claims to be the trusted publisher
