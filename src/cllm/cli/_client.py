@@ -95,6 +95,10 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
         "td_attributes",
         "xfam",
         "debug",
+        "mrservicetd",
+        "mrconfigid",
+        "mrowner",
+        "mrownerconfig",
     ):
         if name in td:
             table.add_row(name, str(td[name]))
