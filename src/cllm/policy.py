@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -466,11 +466,14 @@ def _label(release: Release) -> str:
     return f"{release.name} {release.version}"
 
 
+_Add = Callable[[Status, str, str], None]
+
+
 def _judge_components(
     source: str,
     rules: Sequence[tuple[str, str | None, tuple[str, ...]]],
     components: Sequence[ComponentFact],
-    add: Any,
+    add: _Add,
 ) -> None:
     """Each rule must find its component; and, deny by default, every component of a type the
     rules pin must match one of that type's rules (name, when the rule has one, and digest).
@@ -515,7 +518,7 @@ def _upstream_of(fact: ComponentFact) -> dict[str, Any]:
     return {"scope": scope, "host": host if isinstance(host, str) and scope == "remote" else None}
 
 
-def _judge_upstream(components: Sequence[ComponentFact], allowed: Sequence[str], add: Any) -> None:
+def _judge_upstream(components: Sequence[ComponentFact], allowed: Sequence[str], add: _Add) -> None:
     """Every start's configuration (the whole history) must keep prompts inside the TD, or
     send them only to a host the policy allows."""
     configs = [fact for fact in components if fact.type == "cllm.config"]

@@ -141,14 +141,17 @@ def _keys_of(claims: Mapping[str, Any]) -> PinnedKeys:
 class LocalVerifier:
     """The built-in verifier, in this process: the same appraisal the verifier service runs
     (DCAP, binding, event-log and CCEL replay, policy, simulated evidence never better than
-    ``warning``), so the verdict depends on no code the server or a third party sent."""
+    ``warning``), so the verdict depends on no code the server or a third party sent.
+
+    ``release`` and ``publisher_key`` (together) add a signed release's reference values to
+    the policy; the manifest's signature is checked here, before any server is contacted."""
 
     def __init__(
         self,
         *,
         policy: Policy | None = None,
-        release: Path | Release | None = None,
-        publisher_key: Path | PublisherKey | None = None,
+        release: str | os.PathLike[str] | Release | None = None,
+        publisher_key: str | os.PathLike[str] | PublisherKey | None = None,
         trust_simulated_root: Path | None = None,
         collateral_dir: Path | None = None,
         pccs_url: str | None = None,
@@ -166,8 +169,13 @@ class LocalVerifier:
             self._policy = self._policy.with_release(release)
         elif release is not None and publisher_key is not None:
             # Verified here, before any server is contacted: a bad manifest is an error.
+            key = (
+                publisher_key
+                if isinstance(publisher_key, PublisherKey)
+                else Path(os.fspath(publisher_key))
+            )
             self._policy = self._policy.with_release(
-                load_release(Path(release), publisher_key=publisher_key)
+                load_release(Path(os.fspath(release)), publisher_key=key)
             )
         self._clock = clock
         simulated = None
