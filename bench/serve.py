@@ -156,7 +156,14 @@ class ServeProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
+            # cllm serve refuses to start where bytecode could be read from disk instead of
+            # the measured source: a fresh, never written cache prefix.
+            env={
+                **os.environ,
+                "COLUMNS": "200",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONPYCACHEPREFIX": str(tmp / f"{name}-pycache"),
+            },
         )
 
     def wait_ready(self) -> dict[str, Any]:

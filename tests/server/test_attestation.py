@@ -37,7 +37,14 @@ def test_evidence_is_bound_to_the_nonce_and_replays(served: ServeProcess) -> Non
     checked = check_evidence(evidence, expected_nonce=nonce)
     assert checked.ok, checked.error
     types = [event["type"] for event in evidence.event_log]
-    assert types == ["cllm.package", "cllm.engine", "cllm.model", *ui_events(), "cllm.config"]
+    assert types == [
+        "cllm.start",  # each start is marked first (issue 12)
+        "cllm.package",
+        "cllm.engine",
+        "cllm.model",
+        *ui_events(),
+        "cllm.config",
+    ]
     other = check_evidence(evidence, expected_nonce=os.urandom(32))
     assert not other.ok
     assert other.error is not None
@@ -89,7 +96,8 @@ def test_the_verifier_appraises_served_evidence(served: ServeProcess, tmp_path: 
     claims = verify_token(response.json()["token"], jwks=jwks, now=int(time.time()))
     assert claims["status"] == "warning"  # simulated: never better
     assert claims["simulated"] is True
-    assert [c["type"] for c in claims["components"]][:3] == [
+    assert [c["type"] for c in claims["components"]][:4] == [
+        "cllm.start",
         "cllm.package",
         "cllm.engine",
         "cllm.model",

@@ -25,6 +25,7 @@ from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
 from cllm.evidence import NONCE_SIZE, check_batch, parse_evidence
 from cllm.policy import Policy, Reason, default_policy
+from cllm.release import PublisherKey, Release, load_release
 from cllm.tee import simulation_trust_root
 from cllm.token import verify_token
 from cllm.verify import (
@@ -74,12 +75,44 @@ class Verification:
     def simulated(self) -> bool:
         return bool(self.claims.get("simulated"))
 
+    @property
+    def upstream(self) -> Mapping[str, Any]:
+        """Where the server sends prompts, as its measured configuration says: ``{"scope":
+        "embedded" | "loopback" | "remote" | "unknown", "host": str | None}``."""
+        upstream = self.claims.get("upstream")
+        if isinstance(upstream, Mapping) and upstream.get("scope") in (
+            "embedded",
+            "loopback",
+            "remote",
+        ):
+            return upstream
+        return {"scope": "unknown", "host": None}
+
+    @property
+    def pinned(self) -> bool:
+        """True when the verdict rests on reference values (boot chain or every component)."""
+        reference = self.claims.get("reference")
+        return isinstance(reference, Mapping) and bool(
+            reference.get("boot_chain") or reference.get("components")
+        )
+
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "status": self.status,
             "reasons": [reason.to_json() for reason in self.reasons],
         }
-        for name in ("tee", "simulated", "tcb", "td", "components", "keys", "policy", "nonce"):
+        for name in (
+            "tee",
+            "simulated",
+            "tcb",
+            "td",
+            "components",
+            "keys",
+            "policy",
+            "reference",
+            "upstream",
+            "nonce",
+        ):
             doc[name] = self.claims.get(name)
         doc["simulated"] = bool(doc["simulated"])
         doc["verifier"] = self.verifier
@@ -122,12 +155,17 @@ def _keys_of(claims: Mapping[str, Any]) -> PinnedKeys:
 class LocalVerifier:
     """The built-in verifier, in this process: the same appraisal the verifier service runs
     (DCAP, binding, event-log and CCEL replay, policy, simulated evidence never better than
-    ``warning``), so the verdict depends on no code the server or a third party sent."""
+    ``warning``), so the verdict depends on no code the server or a third party sent.
+
+    ``release`` and ``publisher_key`` (together) add a signed release's reference values to
+    the policy; the manifest's signature is checked here, before any server is contacted."""
 
     def __init__(
         self,
         *,
         policy: Policy | None = None,
+        release: str | os.PathLike[str] | Release | None = None,
+        publisher_key: str | os.PathLike[str] | PublisherKey | None = None,
         trust_simulated_root: Path | None = None,
         collateral_dir: Path | None = None,
         pccs_url: str | None = None,
@@ -135,6 +173,24 @@ class LocalVerifier:
         http: httpx.Client | None = None,
     ) -> None:
         self._policy = policy or default_policy()
+        if (release is None) != (publisher_key is None):
+            raise CllmError("a release needs the publisher key it is checked with", code="usage")
+        if isinstance(release, Release):
+            if not isinstance(publisher_key, PublisherKey) or release.publisher != publisher_key:
+                raise CllmError(
+                    "the release was verified under another publisher key", code="usage"
+                )
+            self._policy = self._policy.with_release(release)
+        elif release is not None and publisher_key is not None:
+            # Verified here, before any server is contacted: a bad manifest is an error.
+            key = (
+                publisher_key
+                if isinstance(publisher_key, PublisherKey)
+                else Path(os.fspath(publisher_key))
+            )
+            self._policy = self._policy.with_release(
+                load_release(Path(os.fspath(release)), publisher_key=key)
+            )
         self._clock = clock
         simulated = None
         if trust_simulated_root is not None:

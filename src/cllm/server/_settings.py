@@ -28,6 +28,8 @@ class ServeSettings(BaseSettings):
     # openai: the model's files, measured as the model component (optional).
     model_path: Path | None = None
     upstream: str | None = None
+    # A non-loopback upstream sees every decrypted prompt: refused unless this is set.
+    allow_remote_upstream: bool = False
     measure: tuple[Path, ...] = ()
     ollama_models: Path | None = None  # Ollama's model store; default ~/.ollama/models
     tee: Literal["auto", "tdx", "simulated"] = "auto"

@@ -3,6 +3,7 @@
 // against the verifier's JWKS, our nonce, sane times, the keys we will use are its keys).
 import { checkBatch } from "./batch.js";
 import { fromBase64, toHex } from "./bytes.js";
+import { pinning, upstreamText } from "./reference.js";
 import { verifyToken } from "./token.js";
 import { pinJwks } from "../trust.js";
 
@@ -164,17 +165,33 @@ export async function attest({
   const simulated =
     claims.simulated !== false || claims.tee !== "tdx" || common.evidenceTee !== "tdx";
   const why = reasonText(claims);
+  const pin = pinning(claims);
+  const where = upstreamText(claims);
+  const tcb = claims.tcb && typeof claims.tcb === "object" ? String(claims.tcb.status) : "unknown";
   if (claims.status === "contraindicated") {
     return red(`The verifier found problems: ${why || "contraindicated"}.`, common);
   }
-  if (claims.status === "warning" || (claims.status === "affirming" && simulated)) {
+  // "affirming" from a verifier that does not say the software was pinned is not green.
+  if (
+    claims.status === "warning" ||
+    (claims.status === "affirming" && (simulated || !pin.pinned))
+  ) {
     if (simulated) {
       const others = (claims.reasons ?? []).filter((r) => r?.code !== "simulated_evidence");
       const also = others.length ? ` Also: ${reasonText({ reasons: others })}.` : "";
       return {
         state: "amber",
         label: "Simulated TEE",
-        reason: `Simulated TEE: the evidence is not from TDX hardware (testing only).${also}`,
+        reason: `Simulated TEE: the evidence is not from TDX hardware (testing only); ${pin.text}; ${where}.${also}`,
+        ...common,
+        keys,
+      };
+    }
+    if (!pin.pinned) {
+      return {
+        state: "amber",
+        label: "Not pinned",
+        reason: `Genuine Intel TDX hardware (TCB ${tcb}), but ${pin.text}; ${where}.${why ? ` Reasons: ${why}.` : ""}`,
         ...common,
         keys,
       };
@@ -182,16 +199,17 @@ export async function attest({
     return {
       state: "amber",
       label: "Warning",
-      reason: `Verified TDX hardware, with warnings: ${why || "warning"}.`,
+      reason: `Verified TDX hardware, with warnings: ${why || "warning"}; ${pin.text}; ${where}.`,
       ...common,
       keys,
     };
   }
   if (claims.status === "affirming") {
+    // Green says exactly this: genuine hardware, the TCB status, what was pinned by whom.
     return {
       state: "green",
       label: "Verified TDX",
-      reason: "Genuine, up-to-date Intel TDX running the published components.",
+      reason: `Genuine Intel TDX (TCB ${tcb}); ${pin.text}; ${where}.`,
       ...common,
       keys,
     };
