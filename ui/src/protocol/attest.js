@@ -165,7 +165,7 @@ export async function attest({
   const simulated =
     claims.simulated !== false || claims.tee !== "tdx" || common.evidenceTee !== "tdx";
   const why = reasonText(claims);
-  const pin = pinning(claims);
+  const software = pinning(claims); // reference values: which software was pinned, by whom
   const where = upstreamText(claims);
   const tcb = claims.tcb && typeof claims.tcb === "object" ? String(claims.tcb.status) : "unknown";
   if (claims.status === "contraindicated") {
@@ -174,7 +174,7 @@ export async function attest({
   // "affirming" from a verifier that does not say the software was pinned is not green.
   if (
     claims.status === "warning" ||
-    (claims.status === "affirming" && (simulated || !pin.pinned))
+    (claims.status === "affirming" && (simulated || !software.pinned))
   ) {
     if (simulated) {
       const others = (claims.reasons ?? []).filter((r) => r?.code !== "simulated_evidence");
@@ -182,16 +182,16 @@ export async function attest({
       return {
         state: "amber",
         label: "Simulated TEE",
-        reason: `Simulated TEE: the evidence is not from TDX hardware (testing only); ${pin.text}; ${where}.${also}`,
+        reason: `Simulated TEE: the evidence is not from TDX hardware (testing only); ${software.text}; ${where}.${also}`,
         ...common,
         keys,
       };
     }
-    if (!pin.pinned) {
+    if (!software.pinned) {
       return {
         state: "amber",
         label: "Not pinned",
-        reason: `Genuine Intel TDX hardware (TCB ${tcb}), but ${pin.text}; ${where}.${why ? ` Reasons: ${why}.` : ""}`,
+        reason: `Genuine Intel TDX hardware (TCB ${tcb}), but ${software.text}; ${where}.${why ? ` Reasons: ${why}.` : ""}`,
         ...common,
         keys,
       };
@@ -199,7 +199,7 @@ export async function attest({
     return {
       state: "amber",
       label: "Warning",
-      reason: `Verified TDX hardware, with warnings: ${why || "warning"}; ${pin.text}; ${where}.`,
+      reason: `Verified TDX hardware, with warnings: ${why || "warning"}; ${software.text}; ${where}.`,
       ...common,
       keys,
     };
@@ -209,7 +209,7 @@ export async function attest({
     return {
       state: "green",
       label: "Verified TDX",
-      reason: `Genuine Intel TDX (TCB ${tcb}); ${pin.text}; ${where}.`,
+      reason: `Genuine Intel TDX (TCB ${tcb}); ${software.text}; ${where}.`,
       ...common,
       keys,
     };
