@@ -51,18 +51,10 @@ from typing import Any
 
 import httpx
 
-HOST = "127.0.0.1"
+from _procs import HOST, bytecode_env, free_port
+
 _LAUNCH = "import sys; from cllm.cli import main; sys.exit(main())"
 BATCH_WAIT_MS: float | None = None  # --batch-wait-ms: else the server's default
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -99,7 +91,12 @@ def start_server(tmp: Path, *, cost_ms: float, batch_max: int | None, name: str)
         "1",
         *(["--attest-batch-max", str(batch_max)] if batch_max is not None else []),
     ]
-    env = {**os.environ, "CLLM_SIM_QUOTE_MS": str(cost_ms), "CLLM_SIM_QUOTE_POLL_MS": "0"}
+    env = {
+        **os.environ,
+        **bytecode_env(tmp / f"{name}-pycache"),
+        "CLLM_SIM_QUOTE_MS": str(cost_ms),
+        "CLLM_SIM_QUOTE_POLL_MS": "0",
+    }
     if BATCH_WAIT_MS is not None:
         env["CLLM_SERVE_ATTEST_BATCH_WAIT_MS"] = str(BATCH_WAIT_MS)
     with log.open("wb") as out:
