@@ -41,6 +41,7 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"RTMR3   {report.rtmr3.hex()}")
     colour = "yellow" if report.tee == "simulated-tdx" else "green"
     console.print(f"TEE     [{colour}]{report.tee}[/{colour}] ({report.tee_reason})")
+    console.print(f"GPU     {report.gpu}")
     console.print(f"engine  {report.engine}, model {report.model}")
     console.print(f"verifier {verifier or '(none configured)'}")
     console.print(f"serving on [bold]{url}[/bold]")
@@ -48,7 +49,9 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     try:
-        require_extra("server", "fastapi", "uvicorn", "pydantic_settings", "llama_cpp")
+        # llama.cpp only for the embedded engine: the upstream engines never import it.
+        engine_modules = ("llama_cpp",) if args.engine == "llama-cpp" else ()
+        require_extra("server", "fastapi", "uvicorn", "pydantic_settings", *engine_modules)
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
     import uvicorn
@@ -82,6 +85,10 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             ui_dir=Path(args.ui_dir) if args.ui_dir else None,
             threads=args.threads,
             stream_interval_ms=args.stream_interval_ms,
+            gpu_backend=args.gpu_backend or os.environ.get("CLLM_GPU_BACKEND") or "auto",  # type: ignore[arg-type]
+            gpu=args.gpu,
+            gpu_rim_dir=Path(args.gpu_rim_dir) if args.gpu_rim_dir else None,
+            gpu_ocsp=args.gpu_ocsp,
         )
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
@@ -174,5 +181,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MS",
         help="llama-cpp: a token within MS of the last one sent goes with the next one "
         "(default 16, one 60 Hz frame; 0 sends every token alone)",
+    )
+    serve.add_argument(
+        "--gpu-backend",
+        choices=("auto", "nvml", "simulated", "none"),
+        help="where GPU evidence comes from (default: $CLLM_GPU_BACKEND, else auto: nvml when "
+        "NVIDIA GPUs are visible, else none)",
+    )
+    serve.add_argument(
+        "--gpu",
+        choices=("required", "optional", "off"),
+        help="attested GPUs required before listening (default: required when the backend "
+        "finds GPUs, off when it finds none); optional starts with unattested GPUs and says so",
+    )
+    serve.add_argument(
+        "--gpu-rim-dir", metavar="DIR", help="driver/VBIOS RIMs named by RIM id (air-gapped)"
+    )
+    serve.add_argument(
+        "--gpu-ocsp",
+        choices=("require", "allow-unknown", "off"),
+        default="require",
+        help="GPU certificate revocation policy at boot (default: require)",
     )
     serve.set_defaults(handler=_cmd_serve)

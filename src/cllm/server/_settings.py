@@ -48,6 +48,12 @@ class ServeSettings(BaseSettings):
     # /v1/attestation/report: quotes are costly on real TDX; a token bucket per server.
     report_rate: float = Field(default=10.0, gt=0)
     report_burst: int = Field(default=20, ge=1)
+    # GPUs (docs/gpu.md, "Collection and the boot gate"): the backend, and whether attested
+    # GPUs are required (None: required when the backend finds GPUs, off when it finds none).
+    gpu_backend: Literal["auto", "nvml", "simulated", "none"] = "auto"
+    gpu: Literal["required", "optional", "off"] | None = None
+    gpu_rim_dir: Path | None = None  # RIMs by id (air-gapped); default: the backend's or NVIDIA's
+    gpu_ocsp: Literal["require", "allow-unknown", "off"] = "require"
 
     def public(self) -> dict[str, object]:
         """The effective configuration as measured into RTMR3: unset options left out, floats

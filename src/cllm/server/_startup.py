@@ -20,8 +20,10 @@ from cllm.engine import (
     default_model_path,
 )
 from cllm.errors import ServerError
+from cllm.gpu._select import SelectedGpuBackend
 from cllm.measure import Event, EventLog, OllamaModel, measure_startup
 from cllm.quote import parse_quote
+from cllm.server._gpu import gpu_boot_gate
 from cllm.server._keys import ServerKeys, check_tls_pair
 from cllm.server._runtime import Runtime
 from cllm.server._settings import ServeSettings
@@ -47,6 +49,7 @@ class StartupReport:
     rtmr3: bytes
     engine: str
     model: str
+    gpu: str = "off"  # the GPU gate's outcome: attested, unattested, absent, off
 
 
 def _ollama_root(settings: ServeSettings) -> Path:
@@ -73,6 +76,7 @@ def build_runtime(
     tls_cert_pem: bytes | None = None,
     console: Console | None = None,
     backend: SelectedBackend | None = None,
+    gpu_backend: SelectedGpuBackend | None = None,
 ) -> tuple[Runtime, StartupReport]:
     """Everything ``cllm serve`` does before it listens. Raises ``CllmError`` subclasses with
     codes (``model_not_found``, ``engine_unmeasured``, ``tsm_unavailable``, ...).
@@ -111,6 +115,8 @@ def build_runtime(
     chosen = backend or select_backend(
         settings.tee, root=settings.sys_root, state_dir=settings.state_dir, clock=clock
     )
+    # The GPU gate runs before anything is measured; its effective mode is in the config event.
+    settings, gpu = gpu_boot_gate(settings, clock=clock, selected=gpu_backend)
     ui = static_dir() if settings.ui_dir is None else settings.ui_dir
     events = measure_startup(
         model=model_arg,
@@ -124,6 +130,8 @@ def build_runtime(
     log = _event_log(chosen, settings.event_log)
     for event in events:
         log.append(event)
+    if gpu.event is not None:
+        log.append(gpu.event)
     extended = log.events()
 
     if settings.tls_cert is not None:
@@ -146,6 +154,7 @@ def build_runtime(
         rtmr3=log.rtmrs()[3],
         engine=engine.name,
         model=engine.model.id,
+        gpu=gpu.status,
     )
     return runtime, report
 
