@@ -153,7 +153,7 @@ def test_simulated_gpu_attested_event(tmp_path: Path) -> None:
     [entry] = d["gpus"]  # type: ignore[misc]
     assert entry["nvidia_hardware"] is False
     assert entry["measurements"] == "matched" and entry["ocsp"] == "good"
-    assert d["arch"] == "HOPPER"
+    assert d["arch"] == "HOPPER" and d["mode"] == "SPT"
     assert d["driver_versions"] == ("570.124.03",)
     assert d["vbios_versions"] == ("96.00.5E.00.04",)
     assert d["ueids"] == (entry["ueid"],)

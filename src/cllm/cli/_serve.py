@@ -41,7 +41,7 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"RTMR3   {report.rtmr3.hex()}")
     colour = "yellow" if report.tee == "simulated-tdx" else "green"
     console.print(f"TEE     [{colour}]{report.tee}[/{colour}] ({report.tee_reason})")
-    console.print(f"GPU     {report.gpu}")
+    console.print(f"GPU     {report.gpu} ({report.gpu_reason})")
     console.print(f"engine  {report.engine}, model {report.model}")
     console.print(f"verifier {verifier or '(none configured)'}")
     console.print(f"serving on [bold]{url}[/bold]")

@@ -270,6 +270,7 @@ class SimulatedGpuBackend:
                 OpaqueField(4, (0x180).to_bytes(8, "little")),  # GPU_INFO: Hopper
                 OpaqueField(11, b"\x55"),  # NVDEC0 disabled
                 OpaqueField(20, self._world.fwid),
+                OpaqueField(36, (0).to_bytes(2, "little")),  # FEATURE_FLAG: SPT (one GPU)
             ]
         )
         report = build_report(

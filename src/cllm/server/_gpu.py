@@ -57,6 +57,12 @@ class GpuGate:
     error_code: str | None  # why unattested (optional mode)
     event: Event | None  # None only when off
 
+    def describe(self) -> str:
+        """One line for the start-up summary."""
+        why = f", {self.error_code}" if self.error_code else ""
+        fake = " [SIMULATED GPU, not NVIDIA hardware]" if self.backend == "simulated" else ""
+        return f"--gpu {self.mode}, backend {self.backend}: {self.reason}{why}{fake}"
+
 
 def evidence_digest(evidence: tuple[GpuEvidence, ...]) -> bytes:
     """SHA-384 over every GPU in order: u32be length || report || u32be length || chain."""

@@ -50,6 +50,7 @@ class StartupReport:
     engine: str
     model: str
     gpu: str = "off"  # the GPU gate's outcome: attested, unattested, absent, off
+    gpu_reason: str = ""  # the backend chosen and why, and why unattested
 
 
 def _ollama_root(settings: ServeSettings) -> Path:
@@ -155,6 +156,7 @@ def build_runtime(
         engine=engine.name,
         model=engine.model.id,
         gpu=gpu.status,
+        gpu_reason=gpu.describe(),
     )
     return runtime, report
 
