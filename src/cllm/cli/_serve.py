@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cllm.cli._common import EXIT_OK, report_error, require_extra, settings_error
@@ -41,7 +42,7 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"RTMR3   {report.rtmr3.hex()}")
     colour = "yellow" if report.tee == "simulated-tdx" else "green"
     console.print(f"TEE     [{colour}]{report.tee}[/{colour}] ({report.tee_reason})")
-    console.print(f"GPU     {report.gpu} ({report.gpu_reason})")
+    console.print(f"GPU     {report.gpu} ({escape(report.gpu_reason)})")
     console.print(f"engine  {report.engine}, model {report.model}")
     console.print(f"verifier {verifier or '(none configured)'}")
     console.print(f"serving on [bold]{url}[/bold]")
