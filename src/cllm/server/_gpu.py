@@ -73,13 +73,15 @@ def evidence_digest(evidence: tuple[GpuEvidence, ...]) -> bytes:
     return h.digest()
 
 
-def _rims(settings: ServeSettings, backend: GpuBackend) -> tuple[RimSource, str]:
+def _rims(
+    settings: ServeSettings, backend: GpuBackend, client: httpx.Client
+) -> tuple[RimSource, str]:
     if settings.gpu_rim_dir is not None:
         return RimDirectory(settings.gpu_rim_dir), f"directory:{settings.gpu_rim_dir}"
     own = backend.rims()
     if own is not None:
         return own, f"backend:{backend.name}"
-    return RimService(client=httpx.Client(timeout=10.0)), "nvidia-rim-service"
+    return RimService(client=client), "nvidia-rim-service"
 
 
 def _policy(settings: ServeSettings, backend: GpuBackend, rims_label: str) -> dict[str, object]:
@@ -101,11 +103,11 @@ def _verify(
     nonce: bytes,
 ) -> tuple[dict[str, object], list[dict[str, object]], bytes]:
     """Collect and verify; returns (policy, per-GPU attested claims, evidence digest)."""
-    rims, label = _rims(settings, backend)
-    policy = _policy(settings, backend, label)
     evidence = backend.collect(nonce)
     at = int(clock())
     with httpx.Client(timeout=10.0) as client:
+        rims, label = _rims(settings, backend, client)
+        policy = _policy(settings, backend, label)
         fetcher = (
             OcspFetcher(client=client, clock=clock, nonce=lambda: secrets.token_bytes(32))
             if not backend.simulated
