@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,server,verifier]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,server,verifier,proxy]"
 	@touch $@
 
 # The web UI: ui/ is an npm project (exact versions in its lock file) that builds into the
@@ -53,6 +53,7 @@ test: lint ui chromium
 
 bench: $(STAMP)
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/chains.py
 	$(BIN)/python bench/measure.py
 	$(BIN)/python bench/verifier.py
 	$(BIN)/python bench/serve.py

@@ -74,12 +74,13 @@ def start_serve(
     log_path: Path,
     timeout: float = 120.0,
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ServeProcess:
     """``cllm -vv serve --tee simulated --state-dir ... --port <free> *args``, ready when
     ``/healthz`` answers 200. llama.cpp gets one thread unless ``args`` say otherwise: its
     threads spin at barriers, so several servers (or a busy machine) each taking every core
     slow each other down many times over."""
-    port = free_port()
+    port = port or free_port()  # a given port: a server restarted where clients know it
     command = [
         sys.executable,
         "-c",

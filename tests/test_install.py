@@ -142,9 +142,16 @@ def test_verification_commands_run(lean_venv: Path) -> None:
     assert "--trust-simulated-root" in done.stdout
 
 
-@pytest.mark.parametrize(("command", "extra"), [("serve", "server"), ("verifier", "verifier")])
-def test_services_name_the_extra_to_install(lean_venv: Path, command: str, extra: str) -> None:
-    argv = ["cllm", command] if command == "serve" else ["cllm", command, "serve"]
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["serve"], "server"),
+        (["verifier", "serve"], "verifier"),
+        (["proxy", "http://127.0.0.1:9"], "proxy"),
+    ],
+)
+def test_services_name_the_extra_to_install(lean_venv: Path, argv: list[str], extra: str) -> None:
+    argv = ["cllm", *argv]
     done = _run(lean_venv, *argv)
     assert done.returncode == 2
     text = " ".join(done.stdout.split())
@@ -174,3 +181,19 @@ def test_quote_verify_on_a_corpus_quote(lean_venv: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"UpToDate"' in done.stdout
+
+
+def test_the_wheel_carries_the_built_ui(lean_venv: Path) -> None:
+    # make builds ui/ into the package before the tests; git ignores the output, the wheel
+    # must not (cllm proxy serves it from the user's install).
+    built = REPO / "src" / "cllm" / "server" / "static" / "index.html"
+    if not built.is_file():
+        pytest.skip("the web UI is not built in this checkout (make builds it)")
+    probe = (
+        "import cllm, pathlib, sys\n"
+        "installed = pathlib.Path(cllm.__file__).parent / 'server/static/index.html'\n"
+        "print(installed.read_bytes() == pathlib.Path(sys.argv[1]).read_bytes())\n"
+    )
+    done = _run(lean_venv, "python", "-c", probe, str(built))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -44,6 +44,10 @@ _HEX48: Final = re.compile(r"^[0-9a-f]{96}$")
 _DIGEST: Final = re.compile(r"^sha384:[0-9a-f]{96}$")
 _DURATION: Final = re.compile(r"^([1-9][0-9]*)(s|m|h)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600}
+_AGE: Final = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
+_AGE_UNITS: Final = {**_UNITS, "d": 86400}
+# Intel's own validity window for TCB info, QE identity and PCK CRLs (nextUpdate - issueDate).
+DEFAULT_MAX_COLLATERAL_AGE: Final = "30d"
 
 DEFAULT_POLICY_ID: Final = "default"
 DEFAULT_POLICY_TOML: Final = """\
@@ -67,6 +71,8 @@ class _Strict(BaseModel):
 class _Tcb(_Strict):
     accept: tuple[TcbStatus, ...] = (TcbStatus.UP_TO_DATE,)
     warn: tuple[TcbStatus, ...] = ()
+    # Collateral (TCB info and QE identity) older than this evaluation is refused (0: none).
+    min_tcb_evaluation_data_number: int = Field(default=0, ge=0, strict=True)
 
 
 def _hex_list(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -112,12 +118,21 @@ class _Component(_Strict):
 
 class _Freshness(_Strict):
     max_token_age: str = "5m"
+    # Hardware evidence: TCB info, QE identity and PCK CRL issued longer ago are refused.
+    max_collateral_age: str = DEFAULT_MAX_COLLATERAL_AGE
 
     @field_validator("max_token_age")
     @classmethod
     def _duration(cls, value: str) -> str:
         if not _DURATION.match(value):
             raise ValueError(f"{value!r} is not a duration like 30s, 5m or 1h")
+        return value
+
+    @field_validator("max_collateral_age")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        if not _AGE.match(value):
+            raise ValueError(f"{value!r} is not a duration like 12h, 7d or 30d")
         return value
 
 
@@ -139,6 +154,17 @@ class Policy:
         match = _DURATION.match(self.document.freshness.max_token_age)
         assert match is not None  # validated on load
         return int(match.group(1)) * _UNITS[match.group(2)]
+
+    @property
+    def max_collateral_age(self) -> int:
+        """Seconds; see docs/policy.md."""
+        match = _AGE.match(self.document.freshness.max_collateral_age)
+        assert match is not None  # validated on load
+        return int(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+    @property
+    def min_tcb_evaluation_data_number(self) -> int:
+        return self.document.tcb.min_tcb_evaluation_data_number
 
 
 def parse_policy(text: str | bytes, *, policy_id: str) -> Policy:

@@ -18,6 +18,7 @@ from cllm.cli import main
         (["serve", "--stream-interval-ms", "nan"], "--stream-interval-ms"),
         (["serve", "--port", "70000"], "--port"),
         (["verifier", "serve", "--port", "70000"], "--port"),
+        (["verifier", "serve", "--workers", "0"], "--workers"),
     ],
 )
 def test_bad_settings_exit_2_naming_the_flag(

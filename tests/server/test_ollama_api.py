@@ -11,6 +11,9 @@ from serving import MODEL, ServeProcess, http
 
 OPTIONS = {"num_predict": 12, "temperature": 0, "seed": 5}
 
+# cllm serve takes only the content type it parses (a text/plain POST is 415).
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 def client(served: ServeProcess) -> ollama.Client:
@@ -56,14 +59,14 @@ def test_unknown_model_is_an_ollama_error(client: ollama.Client) -> None:
 
 
 def test_malformed_json_is_400(served: ServeProcess) -> None:
-    response = http.post(f"{served.url}/api/chat", content=b"{nope")
+    response = http.post(f"{served.url}/api/chat", content=b"{nope", headers=JSON)
     assert response.status_code == 400
     assert response.json() == {"error": "the request body is not valid JSON"}
 
 
 def test_ndjson_answers_are_signed(served: ServeProcess, pinned: PinnedKeys) -> None:
     request = b'{"model": "%s", "prompt": "Hi", "options": {"num_predict": 3}}' % MODEL.encode()
-    response = http.post(f"{served.url}/api/generate", content=request)
+    response = http.post(f"{served.url}/api/generate", content=request, headers=JSON)
     assert response.status_code == 200
     assert response.content.endswith(b"}\n")
     verify_answer(response.content, request_body=request, signing_key=pinned.signing_key)

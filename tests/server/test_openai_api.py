@@ -9,6 +9,9 @@ from cllm.client import PinnedKeys
 from cllm.crypto import verify_answer
 from serving import MODEL, ServeProcess, http
 
+# cllm serve takes only the content type it parses (a text/plain POST is 415).
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 def client(served: ServeProcess) -> openai.OpenAI:
@@ -110,7 +113,7 @@ def test_every_answer_is_signed_by_the_attested_key(
         b', "stream": true, "stream_options": {"include_usage": true}',
     ):
         request = body[:-1] + extra + b"}"
-        response = http.post(f"{served.url}/v1/chat/completions", content=request)
+        response = http.post(f"{served.url}/v1/chat/completions", content=request, headers=JSON)
         assert response.status_code == 200
         signed = verify_answer(
             response.content, request_body=request, signing_key=pinned.signing_key

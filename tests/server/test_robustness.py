@@ -26,7 +26,8 @@ MARKER = "PROMPT-MARKER-" + secrets.token_hex(6)
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("guarded")
     server = start_serve(
-        ["--api-key", API_KEY],
+        # Room for the whole burst below in the engine's line (beyond it: 429, test_queue.py).
+        ["--api-key", API_KEY, "--max-queue", "64"],
         state_dir=root / "state",
         log_path=root / "serve.log",
         env={
@@ -128,7 +129,11 @@ def test_bodies_over_the_limit_are_413(guarded: ServeProcess, path: str, shape: 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
         yield json.dumps(big).encode()
 
-    response = http.post(f"{guarded.url}{path}", content=chunked(), headers=AUTH)
+    response = http.post(
+        f"{guarded.url}{path}",
+        content=chunked(),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert response.status_code == 413
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from cllm.errors import CllmError
 from cllm.evidence import check_evidence, parse_evidence
@@ -180,3 +181,27 @@ def test_a_restart_within_one_boot_continues_the_rtmr3_log(tmp_path: Path) -> No
     with pytest.raises(CllmError) as caught:
         build_runtime(settings, argv=["cllm"], clock=time.time, backend=td)
     assert caught.value.code == "rtmr3_unexplained"
+
+
+def test_queue_answer_cap_and_cors_are_measured(tmp_path: Path) -> None:
+    settings = _settings(
+        tmp_path / "state",
+        default_max_tokens=300,
+        max_queue=3,
+        cors_origins=("https://chat.example.com",),
+    )
+    _, report = build_runtime(settings, argv=["cllm", "serve"], clock=time.time)
+    measured = report.events[-1].details["settings"]
+    assert measured["default_answer_cap"] == 300  # type: ignore[index]
+    assert measured["max_queue"] == 3  # type: ignore[index]
+    assert list(measured["cors_origins"]) == ["https://chat.example.com"]  # type: ignore[index]
+    defaults = build_runtime(_settings(tmp_path / "s2"), argv=["cllm"], clock=time.time)[1]
+    settings_doc = defaults.events[-1].details["settings"]
+    assert settings_doc["default_answer_cap"] == 1024  # type: ignore[index]
+    assert list(settings_doc["cors_origins"]) == []  # type: ignore[index]
+
+
+@pytest.mark.parametrize("origin", ["*", "chat.example.com", "https://a.example/path", "null"])
+def test_cors_origins_are_origins(tmp_path: Path, origin: str) -> None:
+    with pytest.raises(ValidationError, match="cors_origins"):
+        _settings(tmp_path / "state", cors_origins=(origin,))

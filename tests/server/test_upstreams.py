@@ -131,6 +131,47 @@ def test_ollama_upstream_passes_the_answer_through(
     assert text == direct.message.content
 
 
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+JSON_ASK = [{"role": "user", "content": "Give a person's name and age as JSON."}]
+
+
+def test_formats_options_and_refusals_pass_through_upstreams(
+    front_openai: ServeProcess, front_ollama: ServeProcess
+) -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    request = {"model": MODEL, "messages": JSON_ASK, "max_tokens": 60, "temperature": 0}
+    request |= {"response_format": schema, "top_k": 10, "frequency_penalty": 0.1}
+    answer = http.post(f"{front_openai.url}/v1/chat/completions", json=request).json()
+    person = json.loads(answer["choices"][0]["message"]["content"])
+    assert isinstance(person["name"], str) and isinstance(person["age"], int)
+    options = {"num_predict": 60, "temperature": 0, "top_k": 10, "num_ctx": 2048}
+    chat = ollama.Client(host=front_ollama.url).chat(
+        model=MODEL, messages=JSON_ASK, format=PERSON, options=options
+    )
+    person = json.loads(chat.message.content or "")
+    assert isinstance(person["name"], str) and isinstance(person["age"], int)
+    # The upstream's own description of its model comes through /api/show.
+    shown = ollama.Client(host=front_ollama.url).show(MODEL)
+    assert shown.template and "<|im_start|>" in shown.template
+    assert shown.capabilities == ["completion"]  # the upstream's model takes no tools
+    assert shown.modelinfo and shown.modelinfo["llama.context_length"] == 4096
+    # The upstream's measured durations come through.
+    assert chat.eval_duration and chat.prompt_eval_duration and chat.total_duration
+    # What the upstream refuses (SmolLM2 has no tools) is a 400 here too, with its reason.
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    refused = http.post(f"{front_openai.url}/v1/chat/completions", json=request | {"tools": tools})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "upstream_refused"
+    assert "does not support tools" in refused.json()["error"]["message"]
+    # num_ctx means nothing to an OpenAI-compatible upstream: refused, not dropped.
+    body = {"model": MODEL, "messages": JSON_ASK, "options": {"num_ctx": 512}, "stream": False}
+    assert http.post(f"{front_openai.url}/api/chat", json=body).status_code == 400
+
+
 def test_front_measures_what_it_was_told(
     front_openai: ServeProcess, front_ollama: ServeProcess
 ) -> None:

@@ -5,6 +5,14 @@ import { renderMarkdown } from "./markdown.js";
 import { attest, normaliseVerifier } from "./protocol/attest.js";
 import { streamChat } from "./protocol/chat.js";
 import { clearChats, deleteChat, loadChats, saveChat, settings } from "./store.js";
+import {
+  capServerChosen,
+  fromProxyStatus,
+  isLoopbackHost,
+  localExpiry,
+  proxyStatus,
+  secondsLeft,
+} from "./trust.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -38,6 +46,7 @@ const ui = {
   prompt: $("prompt"),
   send: $("send"),
   stop: $("stop"),
+  trustNotice: $("trust-notice"),
 };
 
 const state = {
@@ -47,6 +56,8 @@ const state = {
   check: 0, // id of the latest attestation run: older results are dropped
   streaming: null, // AbortController of the answer in progress
   detailsPinned: false,
+  mode: "server", // "proxy" when served by the user's own cllm proxy (see trust.js)
+  expiryTimer: 0,
 };
 
 // --- small DOM helpers: text only -------------------------------------------------------------
@@ -127,10 +138,25 @@ function renderDetails(result) {
     ...row("Collateral expires", timeOrDash(claims?.tcb?.collateral_expires)),
     ...row("Policy", claims?.policy ? `${claims.policy.id} (sha256 ${claims.policy.sha256})` : "—"),
     ...row("Verifier", result.verifier || "—", { mono: true }),
+    ...row("Verifier key", result.verifierKey || "—", { mono: true }),
     ...row("Checked at", result.checkedAt ? utc(new Date(result.checkedAt)) : "—"),
     ...row("Token valid until", timeOrDash(claims?.exp)),
   );
   parts.push(summary);
+  if (result.notice) {
+    parts.splice(2, 0, el("p", { text: result.notice, className: "reason notice" }));
+  }
+  if (result.keyChanged && result.verifierKey) {
+    const confirm = el("button", {
+      text: `Trust the new key ${result.verifierKey}`,
+      attrs: { type: "button", "data-testid": "confirm-verifier-key" },
+    });
+    confirm.addEventListener("click", () => {
+      settings.verifierPin = { url: verifierUrl(), key: result.verifierKey };
+      runAttestation();
+    });
+    parts.push(el("div", { className: "row" }, [confirm]));
+  }
 
   const reasons = Array.isArray(claims?.reasons) ? claims.reasons : [];
   if (reasons.length) {
@@ -185,12 +211,27 @@ function showDetails(show, { pin } = {}) {
 }
 
 function setAttestation(result) {
+  result.expiresLocal = localExpiry(result);
   state.attestation = result;
+  // Once the server verifies again, the chat is protected again (never the other way).
+  if (result.keys && state.chat) state.chat.unprotected = false;
   ui.badge.dataset.state = result.state;
   ui.badgeLabel.textContent = result.label;
   ui.badge.title = result.reason;
+  ui.trustNotice.hidden = !result.notice;
+  ui.trustNotice.textContent = result.notice ?? "";
   renderDetails(result);
   updateComposer();
+  scheduleRecheck(result);
+}
+
+// A verdict vouches for the keys until its token expires: then the page checks again, and
+// sending waits for that check (as for every other check).
+function scheduleRecheck(result) {
+  clearTimeout(state.expiryTimer);
+  const left = secondsLeft(result);
+  if (result.state === "pending" || !Number.isFinite(left)) return;
+  state.expiryTimer = setTimeout(() => runAttestation(), Math.max(0, left) * 1000);
 }
 
 async function runAttestation() {
@@ -202,8 +243,30 @@ async function runAttestation() {
     verifier: verifierUrl(),
     claims: null,
   });
-  const result = await attest({ verifier: verifierUrl() });
+  const result = await checkServer(check);
   if (check === state.check) setAttestation(result);
+}
+
+async function checkServer(check) {
+  if (state.mode === "proxy") {
+    const doc = await proxyStatus({ refresh: check > 1 });
+    if (!doc) return { state: "red", label: "Not verified", reason: "Your cllm proxy did not answer.", claims: null };
+    return fromProxyStatus(doc);
+  }
+  const url = verifierUrl();
+  if (settings.verifier === null) {
+    const result = await attest({ verifier: url });
+    return url ? capServerChosen(result) : result; // no verifier at all: red, said as such
+  }
+  const remembered = settings.verifierPin;
+  const pin = remembered && remembered.url === url ? remembered.key : null;
+  const result = await attest({ verifier: url, pin });
+  if (!pin && result.keys && result.verifierKey) {
+    // First use of the verifier the user chose: remember its key (shown in the details);
+    // a later change of key blocks sending until the user confirms the new one.
+    settings.verifierPin = { url, key: result.verifierKey };
+  }
+  return { ...result, verifierSource: "user" };
 }
 
 function verifierUrl() {
@@ -218,7 +281,9 @@ function sendBlockReason() {
   if (state.chat.unprotected) return null;
   const a = state.attestation;
   if (a.state === "pending") return { text: "Sending is paused until the attestation check ends." };
-  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: true };
+  if (secondsLeft(a) <= 0) return { text: "Sending is paused: the verdict expired and is being renewed." };
+  // Through cllm proxy nothing goes to an unverified server at all: no offer to try.
+  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" };
   if (!a.keys) return { text: "Sending is blocked: no attested keys." };
   return null;
 }
@@ -337,6 +402,8 @@ function openChat(saved) {
   stopStreaming();
   state.chat = {
     ...saved,
+    // "Continue unprotected" was consent for that moment: a reopened chat asks again.
+    unprotected: false,
     messages: saved.messages.map((m) => ({ ...m, unprotected: m.unprotected ?? saved.unprotected })),
   };
   renderMessages();
@@ -351,6 +418,10 @@ function openChat(saved) {
 
 async function send() {
   const text = ui.prompt.value.trim();
+  if (!state.chat?.unprotected && secondsLeft(state.attestation) <= 0) {
+    runAttestation(); // expired (a sleeping laptop's timer may not have fired): check first
+    return;
+  }
   if (!text || sendBlockReason() !== null) return;
   const chat = state.chat;
   const unprotected = Boolean(chat.unprotected);
@@ -438,6 +509,7 @@ async function loadModels() {
 
 function fillSettings() {
   ui.verifierUrl.value = verifierUrl();
+  ui.verifierUrl.disabled = state.mode === "proxy";
   ui.maxTokens.value = String(settings.maxTokens);
   ui.apiKey.value = settings.apiKey;
 }
@@ -510,7 +582,9 @@ function wire() {
   ui.settingsForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const url = normaliseVerifier(ui.verifierUrl.value);
-    settings.verifier = url === normaliseVerifier(state.server?.verifier ?? "") ? null : url;
+    if (state.mode !== "proxy") {
+      settings.verifier = url === normaliseVerifier(state.server?.verifier ?? "") ? null : url;
+    }
     const max = Number.parseInt(ui.maxTokens.value, 10);
     if (Number.isInteger(max) && max > 0) settings.maxTokens = max;
     settings.apiKey = ui.apiKey.value;
@@ -550,11 +624,18 @@ function wire() {
 async function main() {
   applyTheme(currentTheme());
   wire();
-  try {
-    const response = await fetch("/healthz", { cache: "no-store" });
-    state.server = await response.json();
-  } catch {
+  // Served by the user's own cllm proxy: its verdict, from the user's configuration. A page
+  // from anywhere else never asks /cllm/status (a server could answer it with anything).
+  if (isLoopbackHost(location.hostname) && (await proxyStatus())) {
+    state.mode = "proxy";
     state.server = null;
+  } else {
+    try {
+      const response = await fetch("/healthz", { cache: "no-store" });
+      state.server = await response.json();
+    } catch {
+      state.server = null;
+    }
   }
   await loadModels();
   startNewChat();

@@ -32,7 +32,8 @@ export function saveChat(chat) {
     title: chat.title,
     created: chat.created,
     updated: Date.now(),
-    unprotected: Boolean(chat.unprotected),
+    // Marked in the history as long as any message of it went unprotected.
+    unprotected: Boolean(chat.unprotected) || chat.messages.some((m) => m.unprotected),
     messages: chat.messages.map(({ role, content, status, signature, unprotected, error }) => ({
       role,
       content,
@@ -64,6 +65,16 @@ export const settings = {
   set verifier(url) {
     if (url) localStorage.setItem("cllm.verifier", url);
     else localStorage.removeItem("cllm.verifier");
+  },
+  // The key of the verifier the user chose ({url, key: RFC 7638 thumbprint}), remembered on
+  // first use and re-confirmed by the user when it changes.
+  get verifierPin() {
+    const pin = read("cllm.verifierPin", null);
+    return pin && typeof pin.url === "string" && typeof pin.key === "string" ? pin : null;
+  },
+  set verifierPin(pin) {
+    if (pin) write("cllm.verifierPin", { url: pin.url, key: pin.key });
+    else localStorage.removeItem("cllm.verifierPin");
   },
   get maxTokens() {
     const value = Number.parseInt(localStorage.getItem("cllm.maxTokens") ?? "", 10);

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cllm.appraisal._collateral_source import CollateralSource
+from cllm.appraisal._freshness import collateral_findings, freshest
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
 from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
@@ -84,17 +85,15 @@ class EvidenceAppraiser:
     def appraise(
         self, document: Mapping[str, Any], *, nonce: bytes, policy: Policy, at: int
     ) -> Verdict:
-        claims: dict[str, Any] = {
-            "nonce": nonce.hex(),
-            "tee": None,
-            "simulated": False,
-            "tcb": None,
-            "td": None,
-            "components": [],
-            "keys": None,
-            "policy": {"id": policy.id, "sha256": policy.sha256},
-        }
-        appraisal = self._appraise(document, nonce=nonce, policy=policy, at=at, claims=claims)
+        claims = _base_claims(nonce=nonce, policy=policy)
+        try:
+            appraisal = self._appraise(document, nonce=nonce, policy=policy, at=at, claims=claims)
+        except Exception as exc:  # a defect must still give a verdict, never a 500
+            _log.exception("appraisal failed unexpectedly")
+            claims = _base_claims(nonce=nonce, policy=policy)
+            appraisal = _contraindicated(
+                "internal_error", f"unexpected {type(exc).__name__} during appraisal"
+            )
         if claims["simulated"] and appraisal.status == "affirming":
             # Simulated evidence is trusted only because the operator said so: never affirming.
             appraisal = Appraisal(
@@ -105,6 +104,15 @@ class EvidenceAppraiser:
                 ),
             )
         return Verdict(status=appraisal.status, reasons=appraisal.reasons, claims=claims)
+
+    @staticmethod
+    def refused(code: str, message: str, *, nonce: bytes, policy: Policy) -> Verdict:
+        """A ``contraindicated`` verdict that names no evidence (appraisal did not finish)."""
+        return Verdict(
+            status="contraindicated",
+            reasons=(Reason(code, message),),
+            claims=_base_claims(nonce=nonce, policy=policy),
+        )
 
     def _appraise(
         self,
@@ -147,7 +155,9 @@ class EvidenceAppraiser:
             )
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
         try:
-            collateral = self._collateral_for(evidence, check.quote)
+            collateral = self._collateral_for(
+                evidence, check.quote, simulated=bool(claims["simulated"])
+            )
         except CllmError as exc:
             reasons.append(Reason(exc.code, exc.message))
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
@@ -162,6 +172,9 @@ class EvidenceAppraiser:
                     error.message if error else "quote did not verify",
                 )
             )
+        reasons += collateral_findings(
+            result, policy=policy, at=at, hardware=not claims["simulated"]
+        )
         if reasons or tcb_status is None or td_facts is None:
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
         body = check.quote.td_report
@@ -177,11 +190,27 @@ class EvidenceAppraiser:
         )
         return appraise(policy, facts)
 
-    def _collateral_for(self, evidence: Evidence, quote: Quote) -> Collateral:
+    def _collateral_for(self, evidence: Evidence, quote: Quote, *, simulated: bool) -> Collateral:
         if evidence.collateral is not None:
-            # Carried collateral grants nothing: its signatures are checked like any other.
-            return carried_collateral(evidence.collateral)
+            # Carried collateral is checked like any other, and never wins over newer
+            # collateral of the verifier's own (see _freshness).
+            carried = carried_collateral(evidence.collateral)
+            own = self._collateral.own_for(quote, may_fetch=not simulated)
+            return carried if own is None else freshest(carried=carried, own=own)
         return self._collateral.for_quote(quote)
+
+
+def _base_claims(*, nonce: bytes, policy: Policy) -> dict[str, Any]:
+    return {
+        "nonce": nonce.hex(),
+        "tee": None,
+        "simulated": False,
+        "tcb": None,
+        "td": None,
+        "components": [],
+        "keys": None,
+        "policy": {"id": policy.id, "sha256": policy.sha256},
+    }
 
 
 def _td_claims(quote: Quote) -> dict[str, Any]:

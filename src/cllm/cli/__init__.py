@@ -38,6 +38,12 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     ),
     "verify": ("_client", "verify a cllm server: evidence, DCAP, measurements, policy"),
     "chat": ("_client", "verify a cllm server, then chat end-to-end encrypted"),
+    "proxy": (
+        "_proxy",
+        "a local gateway: verify a cllm server, then offer its OpenAI and Ollama APIs "
+        "and the web UI on this machine, end-to-end encrypted",
+    ),
+    "trust": ("_trust", "your trust configuration: how each server is verified"),
 }
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +21,7 @@ from cllm.cli._common import (
     read_file,
     report_error,
 )
+from cllm.cli._text import outside, outside_text
 from cllm.errors import ApiError, AttestationError, CllmError, CryptoError
 from cllm.policy import Policy, parse_policy
 
@@ -32,8 +32,12 @@ __all__ = ["register"]
 
 
 def _verifier(args: argparse.Namespace) -> Verifier:
-    from cllm.client import LocalVerifier, RemoteVerifier
+    from cllm.cli._trust import apply_trust
+    from cllm.client import LocalVerifier, RemoteVerifier, parse_verifier_key
 
+    apply_trust(args)  # the user's trust configuration for this server, under the flags
+    if args.verifier_key and not args.verifier:
+        raise CllmError("--verifier-key pins a --verifier's key", code="usage")
     if args.verifier:
         if args.policy or args.collateral_dir or args.trust_simulated_root:
             raise CllmError(
@@ -41,7 +45,8 @@ def _verifier(args: argparse.Namespace) -> Verifier:
                 "a verifier service uses its own (choose its policy with --policy-id)",
                 code="usage",
             )
-        return RemoteVerifier(args.verifier, policy_id=args.policy_id)
+        pin = parse_verifier_key(args.verifier_key) if args.verifier_key else None
+        return RemoteVerifier(args.verifier, policy_id=args.policy_id, key_pin=pin)
     policy: Policy | None = None
     if args.policy:
         policy = parse_policy(read_file(args.policy, "policy"), policy_id=Path(args.policy).stem)
@@ -62,19 +67,30 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
     verdict = Text(result.status.upper(), style=f"bold {colour}")
     if result.simulated:
         verdict.append("  (simulated TD: not hardware evidence)", style="yellow")
-    console.print(Text("server   ") + Text(url))
+    console.print(Text("server   ") + outside_text(url))
     console.print(Text("verdict  ") + verdict)
-    console.print(Text(f"verifier {result.verifier}, checked at {result.checked_at}"))
+    console.print(
+        Text("verifier ") + outside_text(f"{result.verifier}, checked at {result.checked_at}")
+    )
+    if result.verifier_key:
+        console.print(Text("verifier key ") + outside_text(result.verifier_key))
     for reason in result.reasons:
-        console.print(Text(f"  - {reason.code}: {reason.message}", style=colour))
+        console.print(outside_text(f"  - {reason.code}: {reason.message}", style=colour))
+    tls = result.tls or {}
+    if tls and not tls.get("ends_in_td"):
+        console.print(Text("TLS      ") + outside_text(tls.get("note", ""), style="yellow"))
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("TEE", str(claims.get("tee")))
+
+    def row(name: str, value: object) -> None:
+        table.add_row(name, outside_text(value))
+
+    row("TEE", claims.get("tee"))
     tcb = claims.get("tcb") or {}
-    table.add_row("TCB status", str(tcb.get("status")))
-    table.add_row("advisories", ", ".join(tcb.get("advisory_ids") or []) or "none")
-    table.add_row("collateral expires", str(tcb.get("collateral_expires")))
+    row("TCB status", tcb.get("status"))
+    row("advisories", ", ".join(str(a) for a in tcb.get("advisory_ids") or []) or "none")
+    row("collateral expires", tcb.get("collateral_expires"))
     td = claims.get("td") or {}
     for name in (
         "mrtd",
@@ -88,17 +104,21 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
         "debug",
     ):
         if name in td:
-            table.add_row(name, str(td[name]))
+            row(name, td[name])
     for component in claims.get("components") or []:
         table.add_row(
-            str(component.get("type")), f"{component.get('name')}  sha384:{component.get('digest')}"
+            outside_text(component.get("type")),
+            outside_text(f"{component.get('name')}  sha384:{component.get('digest')}"),
         )
     keys = claims.get("keys") or {}
     for name in ("signing_key", "hpke_key", "tls_spki_sha256"):
-        table.add_row(name, str(keys.get(name)))
+        row(name, keys.get(name))
     policy = claims.get("policy") or {}
-    table.add_row("policy", f"{policy.get('id')} (sha256 {policy.get('sha256')})")
+    row("policy", f"{policy.get('id')} (sha256 {policy.get('sha256')})")
     console.print(table)
+    # Last, after everything the server or verifier chose: the verdict once more, so nothing
+    # printed above can leave a different last word on the screen.
+    console.print(Text("verdict  ") + verdict.copy())
 
 
 def _exit_code(status: str, *, strict: bool) -> int:
@@ -159,22 +179,23 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
         refused = not result.trusted or (args.strict and result.status != "affirming")
         if refused:
             reasons = "; ".join(f"{r.code}: {r.message}" for r in result.reasons) or result.status
+            why = outside_text(f"the server did not verify ({reasons})")
             if not args.unprotected:
-                err.print(
-                    f"[bold red]refusing to send[/bold red]: the server did not verify ({reasons})"
-                )
+                err.print(Text("refusing to send", style="bold red") + Text(": ") + why)
                 err.print("use --unprotected to talk to it anyway, knowingly")
                 return EXIT_REJECTED
             err.print(
-                f"[bold red]UNPROTECTED[/bold red]: the server did not verify ({reasons}); "
-                "sending in plaintext to unverified keys because --unprotected was given"
+                Text("UNPROTECTED", style="bold red")
+                + Text(": ")
+                + why
+                + Text("; sending in plaintext to unverified keys because --unprotected was given")
             )
             return _chat_unprotected(args, err)
         colour = _COLOURS[result.status]
         note = " (simulated TD)" if result.simulated else ""
         err.print(
-            f"[{colour}]verified: {result.status}{note}[/{colour}]; "
-            "messages are end-to-end encrypted"
+            Text(f"verified: {result.status}{note}", style=colour)
+            + Text("; messages are end-to-end encrypted")
         )
         return _converse(client, args, err)
 
@@ -203,12 +224,14 @@ def _converse(client: Client, args: argparse.Namespace, err: Console) -> int:
             for chunk in client.chat.completions.create(
                 messages=history, model=args.model, stream=True, max_tokens=args.max_tokens
             ):
-                sys.stdout.write(chunk.content)
+                sys.stdout.write(outside(chunk.content, keep_newlines=True))
                 sys.stdout.flush()
                 parts.append(chunk.content)
         except (ApiError, CryptoError, AttestationError) as exc:
             sys.stdout.write("\n")
-            err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.message}')}")
+            err.print(
+                Text("error", style="red") + Text(" ") + outside_text(f"[{exc.code}] {exc.message}")
+            )
             return EXIT_REJECTED
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": "".join(parts)})
@@ -228,9 +251,13 @@ def _chat_unprotected(args: argparse.Namespace, err: Console) -> int:
         body["model"] = args.model or models[0]["id"]
         response = http.post("/v1/chat/completions", json=body)
     if response.status_code != 200:
-        err.print(f"[red]error[/red] HTTP {response.status_code}: {response.text[:300]}")
+        err.print(
+            Text("error", style="red")
+            + outside_text(f" HTTP {response.status_code}: {response.text[:300]}")
+        )
         return EXIT_REJECTED
-    sys.stdout.write(json.loads(response.content)["choices"][0]["message"]["content"] + "\n")
+    answer = json.loads(response.content)["choices"][0]["message"]["content"]
+    sys.stdout.write(outside(answer, keep_newlines=True) + "\n")
     return EXIT_OK
 
 
@@ -241,6 +268,11 @@ def _add_verification_flags(parser: argparse.ArgumentParser) -> None:
         "--verifier", metavar="URL", help="a verifier service (its token is checked here)"
     )
     where.add_argument("--local", action="store_true", help="verify in this process (the default)")
+    parser.add_argument(
+        "--verifier-key",
+        metavar="JWK_OR_PEM",
+        help="--verifier: pin its token key (RFC 7638 thumbprint, or a PEM/JWK, inline or a file)",
+    )
     parser.add_argument("--policy", metavar="FILE", help="--local: appraisal policy (TOML)")
     parser.add_argument(
         "--policy-id", default="default", help="--verifier: the service's policy id"

@@ -71,10 +71,13 @@ def report_error(error: CllmError, *, as_json: bool, console: Console) -> int:
     if as_json:
         print_json({"error": {"code": error.code, "message": error.message}})
     else:
-        # Escaped: rich would take "[code]" for markup and drop it.
+        # Escaped: rich would take "[code]" for markup and drop it; messages can quote what
+        # a server or a verifier sent, so control characters are escaped too.
         from rich.markup import escape
 
-        console.print(f"[red]error[/red] {escape(f'[{error.code}] {error.message}')}")
+        from cllm.cli._text import outside
+
+        console.print(f"[red]error[/red] {escape(outside(f'[{error.code}] {error.message}'))}")
     return EXIT_UNUSABLE
 
 

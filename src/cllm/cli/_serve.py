@@ -28,6 +28,14 @@ def _api_key(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+def _allowed_host(text: str) -> str:
+    from cllm.server._guard import normalise_host
+
+    if normalise_host(text) is None:
+        raise argparse.ArgumentTypeError(f"not a host name or IP address: {text!r}")
+    return text
+
+
 def _summary(console: Console, report: object, *, url: str, verifier: str | None) -> None:
     from cllm.server import StartupReport
 
@@ -55,10 +63,11 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         require_extra("server", "fastapi", "uvicorn", "pydantic_settings", *engine_modules)
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
-    import uvicorn
     from pydantic import ValidationError
 
+    from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
     from cllm.server import ServeSettings, build_runtime, create_app
+    from cllm.server._guard import error_body
     from cllm.server._startup import static_dir
     from cllm.server._tls import InMemoryTls, self_signed_tls
 
@@ -90,7 +99,12 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             gpu=args.gpu,
             gpu_rim_dir=Path(args.gpu_rim_dir) if args.gpu_rim_dir else None,
             gpu_ocsp=args.gpu_ocsp,
+            allowed_hosts=tuple(args.allowed_host),
+            default_max_tokens=args.default_max_tokens,
+            max_queue=args.max_queue,
+            cors_origins=tuple(args.cors_origin),
         )
+        limits = effective_limits(settings, nofile=raise_nofile_limit())
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
         runtime, report = build_runtime(
@@ -113,8 +127,16 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     )
     app = create_app(runtime, static_dir=settings.ui_dir or static_dir())
     try:
-        uvicorn.run(
+        run_guarded(
             app,
+            limits=limits,
+            refusal=lambda path: error_body(
+                path,
+                f"the server is at its limit of {limits.max_concurrent_requests} requests "
+                "in progress; retry shortly",
+                code="overloaded",
+                kind="server_error",
+            ),
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -203,5 +225,36 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=("require", "allow-unknown", "off"),
         default="require",
         help="GPU certificate revocation policy at boot (default: require)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        type=_allowed_host,
+        metavar="NAME",
+        help="answer only requests whose Host is NAME (or under *.DOMAIN); repeatable; "
+        "default: any (a guard against DNS rebinding, see docs/server.md)",
+    )
+    serve.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="the answer cap of a request that sets none (default 1024)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=16,
+        metavar="N",
+        help="llama-cpp: requests that may wait for the engine; more get 429 (default 16)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from ORIGIN (e.g. https://chat.example.com) to call the "
+        "APIs; repeatable; default none",
     )
     serve.set_defaults(handler=_cmd_serve)

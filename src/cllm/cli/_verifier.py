@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -20,9 +21,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         require_extra("verifier", "fastapi", "uvicorn", "pydantic_settings")
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
-    import uvicorn
     from pydantic import ValidationError
 
+    from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
     from cllm.verifier import VerifierSettings, create_app, load_state
 
     try:
@@ -35,10 +36,12 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             trust_simulated_root=(
                 Path(args.trust_simulated_root) if args.trust_simulated_root else None
             ),
+            workers=args.workers,
             state_dir=Path(args.state_dir)
             if args.state_dir
             else default_state_dir(os.environ, Path.home()),
         )
+        limits = effective_limits(settings, nofile=raise_nofile_limit())
         state = load_state(settings)
     except ValidationError as exc:
         return report_error(settings_error(exc), as_json=False, console=console)
@@ -47,7 +50,20 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"cllm verifier on http://{settings.host}:{settings.port} (kid {state.signer.kid})"
     )
-    uvicorn.run(create_app(state), host=settings.host, port=settings.port, log_level="warning")
+    message = (
+        f"the verifier is at its limit of {limits.max_concurrent_requests} requests in "
+        "progress; retry shortly"
+    )
+    refusal = json.dumps({"detail": message}).encode()
+    run_guarded(
+        create_app(state),
+        limits=limits,
+        refusal=lambda _path: refusal,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+    )
     return 0
 
 
@@ -67,6 +83,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where the token key lives")
     serve.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="worker processes (default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the key, policies and collateral (default 1)",
     )
     serve.set_defaults(handler=_cmd_serve)

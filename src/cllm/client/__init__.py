@@ -9,12 +9,20 @@ and check every answer's signature.
 
 from cllm.client._channel import Answer, AnswerStream, PinnedKeys, apost, post, prepare
 from cllm.client._client import AsyncClient, ChatCompletion, ChatCompletionChunk, Client, Usage
+from cllm.client._pin import check_verifier_url, parse_verifier_key
 from cllm.client._transport import (
     AsyncAttestedTransport,
     AttestedSession,
     AttestedTransport,
     openai_async_http_client,
     openai_http_client,
+)
+from cllm.client._trust import (
+    TrustConfig,
+    TrustEntry,
+    default_trust_path,
+    normalise_server_url,
+    trusted_verifier,
 )
 from cllm.client._verify import (
     LocalVerifier,
@@ -39,13 +47,20 @@ __all__ = [
     "PinnedKeys",
     "RemoteVerifier",
     "Status",
+    "TrustConfig",
+    "TrustEntry",
     "Usage",
     "Verification",
     "Verifier",
     "apost",
     "attest",
+    "check_verifier_url",
+    "default_trust_path",
+    "normalise_server_url",
     "openai_async_http_client",
     "openai_http_client",
+    "parse_verifier_key",
     "post",
     "prepare",
+    "trusted_verifier",
 ]

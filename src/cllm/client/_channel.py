@@ -35,10 +35,17 @@ class PinnedKeys:
 
     signing_key: bytes  # SPKI DER
     hpke_key: bytes  # raw X25519
+    # SHA-256 of the TLS certificate's SPKI when TLS ends in the TD: every connection to the
+    # server must then present it (see _tls.py).
+    tls_spki_sha256: bytes | None = None
 
     @classmethod
     def from_binding(cls, binding: Binding) -> PinnedKeys:
-        return cls(signing_key=binding.signing_key, hpke_key=binding.hpke_key)
+        return cls(
+            signing_key=binding.signing_key,
+            hpke_key=binding.hpke_key,
+            tls_spki_sha256=binding.tls_spki_sha256,
+        )
 
 
 @dataclass(frozen=True, slots=True)

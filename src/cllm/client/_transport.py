@@ -4,7 +4,10 @@ signature before handing over its last record. The official ``openai`` package (
 user) gets all of that by passing ``http_client=openai_http_client(...)``.
 
 A key change (the server restarted: its new key cannot open our request) makes the transport
-verify the server again and retry once; it never falls back to plaintext.
+verify the server again and retry once; it never falls back to plaintext. A verdict is used
+until it expires (``Verification.expires_at``: the token's ``exp``); the first request after
+that verifies again, with a fresh nonce, before anything is sent. When the evidence binds a TLS
+key, every connection must present it (``tls_binding_mismatch``, see _tls.py).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Final
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Final
 
 import httpx
 
 from cllm.client._channel import AnswerStream, PinnedKeys
+from cllm.client._tls import async_tls_trace, check_response_tls, tls_trace
 from cllm.client._verify import Verification, Verifier, attest
 from cllm.crypto import (
     RESPONSE_CONTENT_TYPE,
@@ -38,11 +43,15 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _DROPPED: Final = {"content-length", "content-type", "transfer-encoding"}
+# A verdict from a custom ``Verifier`` that names no expiry is used this long (the default
+# policy's max_token_age), never forever.
+DEFAULT_VERDICT_LIFETIME: Final = 300
 
 
 class AttestedSession:
     """The verification state one client shares across requests: the current verdict and
-    the keys it pins. ``allow_warning`` says whether ``warning`` verdicts may be used."""
+    the keys it pins. ``allow_warning`` says whether ``warning`` verdicts may be used.
+    ``clock`` decides when a verdict has expired (``expires_at``) and must be renewed."""
 
     def __init__(
         self,
@@ -52,14 +61,45 @@ class AttestedSession:
         allow_warning: bool = True,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
         )
         self._verifier = verifier
         self._allow_warning = allow_warning
+        self._clock = clock
         self._lock = threading.Lock()
         self._verification: Verification | None = None
+        self._stale = False
+        self.attestations = 0  # how many verifications ran (status pages, tests)
+
+    def _attest(self) -> Verification:
+        # Under self._lock.
+        self._verification = attest(self._http, self._verifier, clock=self._clock)
+        self._stale = False
+        self.attestations += 1
+        return self._verification
+
+    def expired(self, verification: Verification) -> bool:
+        """Whether ``verification`` no longer vouches for its keys at this session's time."""
+        deadline = verification.expires_at
+        if deadline is None:
+            deadline = verification.checked_at + DEFAULT_VERDICT_LIFETIME
+        return self._clock() >= deadline
+
+    def invalidate(self) -> None:
+        """Verify again before the next request (a sealed request failed)."""
+        with self._lock:
+            self._stale = True
+
+    def current(self) -> Verification:
+        """The verdict in force, verifying first when there is none or it has expired."""
+        with self._lock:
+            current = self._verification
+            if current is None or self._stale or self.expired(current):
+                current = self._attest()
+            return current
 
     @property
     def verification(self) -> Verification | None:
@@ -68,17 +108,21 @@ class AttestedSession:
     def verify(self) -> Verification:
         """Verify now (fresh nonce), whatever was verified before."""
         with self._lock:
-            self._verification = attest(self._http, self._verifier)
-            return self._verification
+            return self._attest()
 
     def keys(self, *, stale: PinnedKeys | None = None) -> PinnedKeys:
         """The pinned keys, verifying first when there are none (or they are ``stale``).
         Raises ``AttestationError`` when the server does not verify."""
         with self._lock:
             current = self._verification
-            if current is None or current.keys is None or current.keys == stale:
-                current = attest(self._http, self._verifier)
-                self._verification = current
+            if (
+                current is None
+                or current.keys is None
+                or current.keys == stale
+                or self._stale
+                or self.expired(current)
+            ):
+                current = self._attest()
                 if stale is not None and current.keys == stale:
                     raise AttestationError(
                         "the server cannot open requests sealed to the key its evidence names",
@@ -110,8 +154,33 @@ def _is_stream(body: bytes) -> bool:
     return isinstance(doc, dict) and doc.get("stream") is True
 
 
+def _pinned_extensions(
+    extensions: Mapping[str, Any], keys: PinnedKeys, *, asynchronous: bool
+) -> dict[str, Any]:
+    """The request's extensions plus a TLS check of new connections when a key is bound."""
+    if keys.tls_spki_sha256 is None:
+        return dict(extensions)
+    check: Any = (async_tls_trace if asynchronous else tls_trace)(keys.tls_spki_sha256)
+    inner = extensions.get("trace")
+    if inner is None:
+        return {**extensions, "trace": check}
+    if asynchronous:
+
+        async def chained_async(event: str, info: Mapping[str, Any]) -> None:
+            await check(event, info)
+            await inner(event, info)
+
+        return {**extensions, "trace": chained_async}
+
+    def chained(event: str, info: Mapping[str, Any]) -> None:
+        check(event, info)
+        inner(event, info)
+
+    return {**extensions, "trace": chained}
+
+
 def _sealed_request(
-    request: httpx.Request, keys: PinnedKeys
+    request: httpx.Request, keys: PinnedKeys, *, asynchronous: bool = False
 ) -> tuple[httpx.Request, SealedRequest]:
     sealed = seal_request(keys.hpke_key, request.content, aad=request_aad("POST", request.url.path))
     headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _DROPPED]
@@ -121,7 +190,7 @@ def _sealed_request(
         request.url,
         headers=headers,
         content=sealed.ciphertext,
-        extensions=request.extensions,
+        extensions=_pinned_extensions(request.extensions, keys, asynchronous=asynchronous),
     ), sealed
 
 
@@ -141,6 +210,39 @@ def _bound(response: httpx.Response, request: httpx.Request) -> httpx.Response:
     return httpx.Response(
         response.status_code, headers=response.headers, content=content, request=request
     )
+
+
+def _checked_tls(response: httpx.Response, keys: PinnedKeys) -> httpx.Response:
+    """``response``, or ``tls_binding_mismatch`` (the response closed unread) when it came over
+    a connection (perhaps pooled from before) that did not present the bound TLS key."""
+    try:
+        check_response_tls(response, keys.tls_spki_sha256)
+    except AttestationError:
+        response.close()
+        raise
+    return response
+
+
+async def _achecked_tls(response: httpx.Response, keys: PinnedKeys) -> httpx.Response:
+    try:
+        check_response_tls(response, keys.tls_spki_sha256)
+    except AttestationError:
+        await response.aclose()
+        raise
+    return response
+
+
+def _renewed(
+    session: AttestedSession, stale: PinnedKeys, tls_error: AttestationError
+) -> PinnedKeys:
+    """Keys verified again after a TLS mismatch; the mismatch itself when the evidence still
+    binds the same keys (the connection, not the server, changed)."""
+    try:
+        return session.keys(stale=stale)
+    except AttestationError as again:
+        if again.code == "server_key_unusable":
+            raise tls_error from again
+        raise
 
 
 def _key_rejected(response: httpx.Response, body: bytes) -> bool:
@@ -187,13 +289,26 @@ class AttestedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
-            self._session.keys()  # nothing secret goes out, but not to an unverified server
-            return self._inner.handle_request(request)
+            # Nothing secret goes out, but not to an unverified server.
+            keys = self._session.keys()
+            request.extensions = _pinned_extensions(request.extensions, keys, asynchronous=False)
+            response = self._inner.handle_request(request)
+            _checked_tls(response, keys)
+            return response
         body = request.read()
         keys = self._session.keys()
         for attempt in (1, 2):
             outgoing, sealed = _sealed_request(request, keys)
-            response = _bound(self._inner.handle_request(outgoing), outgoing)
+            try:
+                sent = _checked_tls(self._inner.handle_request(outgoing), keys)
+            except AttestationError as exc:
+                if attempt == 2 or exc.code != "tls_binding_mismatch":
+                    raise
+                # A new certificate: a restarted server (whose new evidence binds it) or a
+                # middlebox (whose connection fails verification itself). Verify again.
+                keys = _renewed(self._session, keys, exc)
+                continue
+            response = _bound(sent, outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
                 answer = AnswerStream(body, keys, sealed.opener(), response.status_code)
                 return httpx.Response(
@@ -249,13 +364,29 @@ class AsyncAttestedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
-            await self._keys()
-            return await self._inner.handle_async_request(request)
+            keys = await self._keys()
+            request.extensions = _pinned_extensions(request.extensions, keys, asynchronous=True)
+            response = await self._inner.handle_async_request(request)
+            await _achecked_tls(response, keys)
+            return response
         body = await request.aread()
         keys = await self._keys()
         for attempt in (1, 2):
-            outgoing, sealed = _sealed_request(request, keys)
-            response = _bound(await self._inner.handle_async_request(outgoing), outgoing)
+            outgoing, sealed = _sealed_request(request, keys, asynchronous=True)
+            try:
+                inner = await self._inner.handle_async_request(outgoing)
+                sent = await _achecked_tls(inner, keys)
+            except AttestationError as exc:
+                if attempt == 2 or exc.code != "tls_binding_mismatch":
+                    raise
+                try:  # as in AttestedTransport
+                    keys = await self._keys(stale=keys)
+                except AttestationError as again:
+                    if again.code == "server_key_unusable":
+                        raise exc from again
+                    raise
+                continue
+            response = _bound(sent, outgoing)
             if response.headers.get("content-type", "").startswith(RESPONSE_CONTENT_TYPE):
                 answer = AnswerStream(body, keys, sealed.opener(), response.status_code)
                 return httpx.Response(

@@ -10,14 +10,17 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
+import jwt
 
 from cllm.appraisal import CollateralSource, EvidenceAppraiser
 from cllm.client._channel import PinnedKeys
+from cllm.client._pin import check_verifier_url, jwks_thumbprints
+from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
 from cllm.evidence import NONCE_SIZE, parse_evidence
 from cllm.policy import Policy, Reason, default_policy
@@ -56,6 +59,11 @@ class Verification:
     verifier: str  # "local" or the verifier service's URL
     checked_at: int
     keys: PinnedKeys | None = field(default=None)
+    # When the verdict stops vouching for the keys (the token's ``exp``; for the local
+    # verifier, checked_at + the policy's max_token_age): clients verify again from then on.
+    expires_at: int | None = field(default=None)
+    tls: Mapping[str, Any] | None = field(default=None)  # see _tls.tls_finding
+    verifier_key: str | None = field(default=None)  # RFC 7638 thumbprint of the token's key
 
     @property
     def trusted(self) -> bool:
@@ -75,6 +83,9 @@ class Verification:
         doc["simulated"] = bool(doc["simulated"])
         doc["verifier"] = self.verifier
         doc["checked_at"] = self.checked_at
+        doc["expires_at"] = self.expires_at
+        doc["verifier_key"] = self.verifier_key
+        doc["tls"] = dict(self.tls) if self.tls is not None else None
         return doc
 
 
@@ -99,9 +110,11 @@ def _failed(
 
 def _keys_of(claims: Mapping[str, Any]) -> PinnedKeys:
     keys = claims["keys"]
+    tls = keys.get("tls_spki_sha256")
     return PinnedKeys(
         signing_key=base64.b64decode(keys["signing_key"], validate=True),
         hpke_key=base64.b64decode(keys["hpke_key"], validate=True),
+        tls_spki_sha256=bytes.fromhex(tls) if tls else None,
     )
 
 
@@ -143,32 +156,47 @@ class LocalVerifier:
 
     def appraise(self, document: Mapping[str, Any], *, nonce: bytes) -> Verification:
         at = int(self._clock())
-        verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
-        trusted = verdict.status != "contraindicated"
+        try:
+            verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
+            trusted = verdict.status != "contraindicated"
+            keys = _keys_of(verdict.claims) if trusted else None
+        except Exception as exc:  # a refusal with a reason, never a traceback
+            _log.exception("local appraisal failed unexpectedly")
+            return _failed(
+                "internal_error",
+                f"unexpected {type(exc).__name__} during appraisal",
+                verifier="local",
+                at=at,
+            )
         return Verification(
             status=verdict.status,
             reasons=verdict.reasons,
             claims=dict(verdict.claims),
             verifier="local",
             checked_at=at,
-            keys=_keys_of(verdict.claims) if trusted else None,
+            keys=keys,
+            expires_at=at + self._policy.max_token_age,
         )
 
 
 class RemoteVerifier:
     """A verifier service (``cllm verifier serve``). Its token is checked here: ES256 signature
     against its JWKS, lifetime, our nonce, and the keys it vouches for against the keys in the
-    evidence we will use."""
+    evidence we will use. The URL must be ``https://`` (``http://`` only on loopback:
+    ``verifier_insecure``); ``key_pin`` (an RFC 7638 thumbprint, see ``parse_verifier_key``)
+    makes any token not signed by that key fail with ``verifier_key_mismatch``."""
 
     def __init__(
         self,
         url: str,
         *,
         policy_id: str = "default",
+        key_pin: str | None = None,
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = url.rstrip("/")
+        self._url = check_verifier_url(url)
+        self._key_pin = key_pin
         self._policy_id = policy_id
         self._http = http or httpx.Client(timeout=30.0)
         self._clock = clock
@@ -182,7 +210,26 @@ class RemoteVerifier:
         response = self._http.get(f"{self._url}/.well-known/jwks.json")
         response.raise_for_status()
         jwks: Mapping[str, Any] = response.json()
-        return jwks
+        if self._key_pin is None:
+            return jwks
+        # Only the pinned key may sign: the rest of the JWKS is dropped before any token is
+        # looked at, so a token by another key fails as signed by an unknown key.
+        thumbprints = jwks_thumbprints(jwks)
+        pinned = [
+            entry
+            for entry in jwks.get("keys", [])
+            if isinstance(entry, Mapping)
+            and thumbprints.get(str(entry.get("kid"))) == self._key_pin
+        ]
+        return {"keys": pinned}
+
+    def _unpinned(self, at: int) -> Verification:
+        return _failed(
+            "verifier_key_mismatch",
+            f"the verifier's token is not signed by the pinned key {self._key_pin}",
+            verifier=self._url,
+            at=at,
+        )
 
     def appraise(self, document: Mapping[str, Any], *, nonce: bytes) -> Verification:
         at = int(self._clock())
@@ -207,7 +254,12 @@ class RemoteVerifier:
                 if exc.code != "token_unknown_kid":
                     raise
                 self._jwks = self._fetch_jwks()  # the verifier may have rotated its key
-                claims = verify_token(token, jwks=self._jwks, now=at, leeway=5)
+                try:
+                    claims = verify_token(token, jwks=self._jwks, now=at, leeway=5)
+                except CllmError as again:
+                    if again.code == "token_unknown_kid" and self._key_pin is not None:
+                        return self._unpinned(at)
+                    raise
         except httpx.HTTPError as exc:
             return _failed(
                 "verifier_unreachable",
@@ -224,10 +276,19 @@ class RemoteVerifier:
             )
         except CllmError as exc:
             return _failed(exc.code, exc.message, verifier=self._url, at=at)
-        return self._check_claims(claims, document, nonce=nonce, at=at)
+        # The token verified under the key of its kid: name that key by its own thumbprint.
+        kid = str(jwt.get_unverified_header(token).get("kid"))
+        key = jwks_thumbprints(self._jwks or {}).get(kid)
+        return self._check_claims(claims, document, nonce=nonce, at=at, key=key)
 
     def _check_claims(
-        self, claims: Mapping[str, Any], document: Mapping[str, Any], *, nonce: bytes, at: int
+        self,
+        claims: Mapping[str, Any],
+        document: Mapping[str, Any],
+        *,
+        nonce: bytes,
+        at: int,
+        key: str | None = None,
     ) -> Verification:
         reasons = tuple(
             Reason(str(r["code"]), str(r["message"])) for r in claims.get("reasons", [])
@@ -249,6 +310,10 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
+        if status == "contraindicated" and claims.get("keys") is None:
+            # A refusal that names no keys grants nothing: its own reasons (appraisal_timeout,
+            # internal_error, ...) say why, better than a keys mismatch would.
+            return Verification(status, reasons, dict(claims), self._url, at, None)
         try:
             evidence = parse_evidence(document)
         except CllmError as exc:
@@ -262,7 +327,18 @@ class RemoteVerifier:
                 claims=claims,
             )
         keys = _keys_of(claims) if status != "contraindicated" else None
-        return Verification(status, reasons, dict(claims), self._url, at, keys)
+        return Verification(
+            status, reasons, dict(claims), self._url, at, keys, claims.get("exp"), None, key
+        )
+
+
+def _get_evidence(server: httpx.Client, nonce: bytes) -> tuple[httpx.Response, bytes | None]:
+    """The evidence response, and the SPKI hash of the TLS key the connection presented
+    (read while the connection is surely the one that carried it; None for plain HTTP)."""
+    with server.stream("GET", "/v1/attestation/report", params={"nonce": nonce.hex()}) as got:
+        presented = peer_spki_sha256(got)
+        got.read()
+    return got, presented
 
 
 def attest(
@@ -278,7 +354,7 @@ def attest(
     nonce = random(NONCE_SIZE)
     at = int(clock())
     try:
-        response = server.get("/v1/attestation/report", params={"nonce": nonce.hex()})
+        response, presented = _get_evidence(server, nonce)
     except httpx.HTTPError as exc:
         return _failed(
             "server_unreachable",
@@ -303,4 +379,33 @@ def attest(
         return _failed(
             "evidence_malformed", "the evidence is not a JSON object", verifier=verifier.name, at=at
         )
-    return verifier.appraise(document, nonce=nonce)
+    return _with_tls(verifier.appraise(document, nonce=nonce), presented)
+
+
+def _with_tls(result: Verification, presented: bytes | None) -> Verification:
+    """The verdict with what it means for TLS: a bound TLS key that the connection did not
+    present turns it ``contraindicated`` (``tls_binding_mismatch``); no bound key is said."""
+    keys = result.claims.get("keys")
+    bound_hex = keys.get("tls_spki_sha256") if isinstance(keys, Mapping) else None
+    try:
+        bound = bytes.fromhex(bound_hex) if isinstance(bound_hex, str) else None
+    except ValueError:
+        bound = None
+    finding = tls_finding(bound, presented)
+    if bound is not None and presented != bound:
+        seen = presented.hex() if presented is not None else "no TLS certificate"
+        return replace(
+            result,
+            status="contraindicated",
+            reasons=(
+                *result.reasons,
+                Reason(
+                    "tls_binding_mismatch",
+                    f"the evidence binds TLS key sha256:{bound.hex()} but the connection "
+                    f"presented {seen}: TLS was terminated before the TD",
+                ),
+            ),
+            keys=None,
+            tls=finding,
+        )
+    return replace(result, tls=finding)

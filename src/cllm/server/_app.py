@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
 from cllm.server._attestation import attestation_router
+from cllm.server._fallback import ApiFallback, add_cors
+from cllm.server._guard import RequestGuard
 from cllm.server._ollama import ollama_router
 from cllm.server._openai import openai_router
 from cllm.server._runtime import Runtime
@@ -177,6 +179,12 @@ def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
 
     if static_dir is not None and runtime.ui_measured and static_dir.is_dir():
         app.mount("/", _UiHeaders(StaticFiles(directory=static_dir, html=True)), name="ui")
+    app.add_middleware(ApiFallback, routes_of=app)  # API-shaped 404/405 under /v1/, /api/
     key = runtime.settings.api_key
     app.add_middleware(_Gate, api_key=key.get_secret_value() if key else None)
+    # Host names and content types are checked before the API key and the routes run.
+    app.add_middleware(
+        RequestGuard, allowed_hosts=runtime.settings.allowed_hosts, routes=app.router.routes
+    )
+    add_cors(app, runtime.settings.cors_origins)  # outermost: preflights carry no API key
     return app

@@ -1,8 +1,9 @@
-"""Error bodies in each API's own shape: OpenAI ``{"error": {message, type, code}}``, Ollama
-``{"error": "message"}``; sealed when the request was."""
+"""Error bodies in each API's own shape: OpenAI ``{"error": {message, type, param, code}}``,
+Ollama ``{"error": "message"}``; sealed when the request was."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi.responses import Response
@@ -17,15 +18,24 @@ __all__ = ["ApiError", "ollama_error", "openai_error", "validation_message"]
 class ApiError:
     body_doc: dict[str, object]
 
-    def respond(self, channel: Channel | None, *, status_code: int) -> Response:
+    def respond(
+        self,
+        channel: Channel | None,
+        *,
+        status_code: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         body = json_bytes(self.body_doc)
         if channel is None:
-            return Response(body, status_code=status_code, media_type="application/json")
-        return channel.plain(body, status_code=status_code, media_type="application/json")
+            response = Response(body, status_code=status_code, media_type="application/json")
+        else:
+            response = channel.plain(body, status_code=status_code, media_type="application/json")
+        response.headers.update(headers or {})
+        return response
 
 
-def openai_error(message: str, kind: str, code: str) -> ApiError:
-    return ApiError({"error": {"message": message, "type": kind, "code": code}})
+def openai_error(message: str, kind: str, code: str, *, param: str | None = None) -> ApiError:
+    return ApiError({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 def ollama_error(message: str) -> ApiError:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cllm.server._guard import normalise_host
 
 __all__ = ["EngineName", "ServeSettings"]
 
@@ -44,6 +47,13 @@ class ServeSettings(BaseSettings):
     # llama-cpp: a token that follows the last one sent by less than this waits for the next
     # one and goes with it (0: every token alone). See cllm.engine's LlamaCppEngine.
     stream_interval_ms: float = Field(default=16.0, ge=0, le=1000)
+    # The answer cap of a request that sets none (max_tokens / num_predict), so no request
+    # holds the engine without a bound; and how many requests may wait for the embedded
+    # engine (more: 429 with Retry-After).
+    default_max_tokens: int = Field(default=1024, ge=1)
+    max_queue: int = Field(default=16, ge=0)
+    # Origins allowed to call the APIs from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     # /v1/attestation/report: quotes are costly on real TDX; a token bucket per server.
     report_rate: float = Field(default=10.0, gt=0)
@@ -54,6 +64,37 @@ class ServeSettings(BaseSettings):
     gpu: Literal["required", "optional", "off"] | None = None
     gpu_rim_dir: Path | None = None  # RIMs by id (air-gapped); default: the backend's or NVIDIA's
     gpu_ocsp: Literal["require", "allow-unknown", "off"] = "require"
+    # Connections (docs/server.md, "Connections and timeouts"): seconds for a request head and
+    # then for its body, for an idle kept-alive connection; requests running at once; open
+    # connections (None: what RLIMIT_NOFILE leaves, see cllm._transport).
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    idle_timeout: float = Field(default=5.0, gt=0, le=3600)
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    max_connections: int | None = Field(default=None, ge=1)
+    # Host names this server answers for (DNS rebinding); empty: any.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for entry in value:
+            host = normalise_host(entry)
+            if host is None:
+                raise ValueError(f"not a host name or IP address: {entry!r}")
+            hosts.append(host)
+        return tuple(hosts)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            # An origin is scheme://host[:port], nothing more; "*" would let every web page
+            # read answers from users' browsers, so origins are named one by one.
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://chat.example.com")
+        return origins
 
     def public(self) -> dict[str, object]:
         """The effective configuration as measured into RTMR3: unset options left out, floats
@@ -65,4 +106,6 @@ class ServeSettings(BaseSettings):
                 doc[key] = str(value) if isinstance(value, float) else value
         # Said without the word "key", which the measurement's secret filter would drop.
         doc["client_auth"] = "bearer" if self.api_key is not None else "none"
+        # Likewise "token": --default-max-tokens is measured as the default answer cap.
+        doc["default_answer_cap"] = doc.pop("default_max_tokens")
         return doc

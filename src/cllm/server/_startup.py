@@ -205,6 +205,7 @@ def _engine(
             n_ctx=settings.n_ctx,
             n_threads=settings.threads,
             stream_interval=settings.stream_interval_ms / 1000,
+            max_queue=settings.max_queue,
         )
     if settings.engine == "ollama":
         assert isinstance(model, OllamaModel)

@@ -42,7 +42,7 @@ from cllm.quote import (
     encode_td_report,
 )
 from cllm.quote import _layout as L
-from cllm.verify import Collateral, TcbStatus, TrustRoot
+from cllm.verify import TCB_SIGNER_EXTENSION_OID, Collateral, TcbSigner, TcbStatus, TrustRoot
 
 __all__ = [
     "DEFAULT_QE_LEVELS",
@@ -374,6 +374,14 @@ _LEAF_KEY_USAGE: Final = x509.KeyUsage(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Issuer:
+    """An issuer known by name and key before its own certificate exists."""
+
+    name: x509.Name
+    key: ec.EllipticCurvePrivateKey
+
+
 class SimulatedDcap:
     """A simulated Intel PCS + TDX platform, derived from a seed.
 
@@ -407,8 +415,19 @@ class SimulatedDcap:
         self._tcb_signing_key = self._key(b"tcb-signing")
         self._attestation_key = self._key(b"attestation-key")
 
+        # The TCB Signing certificate is made first (it needs only the root's name and key) so
+        # that the root can pin it: a verifier given this root accepts collateral signed by
+        # exactly that certificate's subject and key, as Intel's root pins Intel's.
+        root_issuer = _Issuer(_name(SIMULATED_ROOT_CA_NAME), self._root_key)
+        self.tcb_signing_certificate = self._certificate(
+            self._tcb_signing_key, "cllm Simulated SGX TCB Signing", issuer=root_issuer
+        )
         self.root_certificate = self._certificate(
-            self._root_key, SIMULATED_ROOT_CA_NAME, issuer=None, path_length=1
+            self._root_key,
+            SIMULATED_ROOT_CA_NAME,
+            issuer=None,
+            path_length=1,
+            pinned_tcb_signer=self.tcb_signing_certificate,
         )
         self.pck_ca_certificate = self._certificate(
             self._pck_ca_key,
@@ -421,11 +440,6 @@ class SimulatedDcap:
             "cllm Simulated SGX PCK Certificate",
             issuer=(self.pck_ca_certificate, self._pck_ca_key),
             sgx_extension=_sgx_extension(self.platform, self._derive(b"ppid")[:16]),
-        )
-        self.tcb_signing_certificate = self._certificate(
-            self._tcb_signing_key,
-            "cllm Simulated SGX TCB Signing",
-            issuer=(self.root_certificate, self._root_key),
         )
 
         self.mr_seam = hashlib.sha384(self._derive(b"mrseam")).digest()  # the TDX module's hash
@@ -464,17 +478,21 @@ class SimulatedDcap:
         key: ec.EllipticCurvePrivateKey,
         common_name: str,
         *,
-        issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+        issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | _Issuer | None,
         path_length: int | None = None,
         sgx_extension: bytes | None = None,
+        pinned_tcb_signer: x509.Certificate | None = None,
     ) -> x509.Certificate:
         """A CA certificate when ``path_length`` is given, else a leaf; self-signed without
         ``issuer``. Extensions follow Intel's certificates and satisfy the Web PKI profile the
-        verifier's chain builder applies."""
+        verifier's chain checks apply."""
         subject = _name(common_name)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         if issuer is None:
             issuer_name, signing_key, aki = subject, key, ski
+        elif isinstance(issuer, _Issuer):
+            issuer_name, signing_key = issuer.name, issuer.key
+            aki = x509.SubjectKeyIdentifier.from_public_key(issuer.key.public_key())
         else:
             issuer_cert, signing_key = issuer
             issuer_name = issuer_cert.subject
@@ -495,6 +513,13 @@ class SimulatedDcap:
             .add_extension(_CA_KEY_USAGE if is_ca else _LEAF_KEY_USAGE, critical=True)
             .add_extension(x509.BasicConstraints(ca=is_ca, path_length=path_length), critical=True)
         )
+        if pinned_tcb_signer is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(
+                    TCB_SIGNER_EXTENSION_OID, pinned_tcb_signer.public_bytes(Encoding.DER)
+                ),
+                critical=False,
+            )
         if sgx_extension is not None:
             oid = x509.ObjectIdentifier(_SGX_EXTENSION_OID)
             builder = builder.add_extension(
@@ -516,6 +541,7 @@ class SimulatedDcap:
             name=SIMULATED_ROOT_CA_NAME,
             qe_vendor_id=self.qe_vendor_id,
             is_intel_production=False,
+            tcb_signer=TcbSigner.of(self.tcb_signing_certificate),
         )
 
     def pck_chain_pem(self) -> bytes:

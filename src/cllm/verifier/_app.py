@@ -16,16 +16,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
-from cllm.appraisal import CollateralSource, EvidenceAppraiser
+from cllm.appraisal import CollateralSource, EvidenceAppraiser, Verdict
 from cllm.policy import Policy, load_policies
 from cllm.tee import simulation_trust_root
 from cllm.token import TokenSigner
@@ -242,6 +243,9 @@ def create_app(state: VerifierState) -> FastAPI:
         verdict = state.appraiser.appraise(
             body.evidence, nonce=bytes.fromhex(body.nonce), policy=policy, at=now
         )
+        return signed(verdict, policy, now)
+
+    def signed(verdict: Verdict, policy: Policy, now: int) -> Response:
         claims = {
             **verdict.claims,
             "status": verdict.status,
@@ -264,11 +268,28 @@ def create_app(state: VerifierState) -> FastAPI:
         policy = state.policies.get(body.policy)
         if policy is None:
             raise HTTPException(status_code=404, detail=f"unknown policy {body.policy!r}")
-        if body.evidence.get("collateral") is not None:
-            # Well under 1 ms of CPU and no I/O: cheaper on the event loop than via a thread.
-            return attest_now(body, policy)
-        # Collateral may have to be fetched from a PCCS: never block the event loop on it.
-        return await run_in_threadpool(attest_now, body, policy)
+        return await attest_within_budget(body, policy)
+
+    async def attest_within_budget(body: AttestationRequest, policy: Policy) -> Response:
+        """Appraisal never runs on the event loop (it may fetch collateral, and its input is
+        hostile), and its answer never waits longer than the budget: past it the client gets
+        a signed ``appraisal_timeout`` verdict while the worker thread, abandoned, stops at
+        the pipeline's next deadline check."""
+        budget = state.settings.appraisal_timeout_s
+        try:
+            with anyio.fail_after(budget):
+                return await anyio.to_thread.run_sync(
+                    attest_now, body, policy, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            _log.warning("appraisal ran past its budget of %.1f s", budget)
+            verdict = EvidenceAppraiser.refused(
+                "appraisal_timeout",
+                f"appraisal did not finish within {budget:g} s",
+                nonce=bytes.fromhex(body.nonce),
+                policy=policy,
+            )
+            return signed(verdict, policy, int(state.clock()))
 
     app.add_route("/v1/attestation", attest_fast, methods=["POST"], include_in_schema=False)
 

@@ -59,14 +59,27 @@ def pem_crl_to_der(pem: bytes, what: str) -> bytes:
 def _crl_der(value: Any, what: str) -> bytes:
     """CRLs arrive as hex of DER (QuoteCollateralV3) or PEM (some PCCS responses)."""
     if isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
-        return pem_crl_to_der(value.encode(), what)
+        return pem_crl_to_der(_utf8(value, what), what)
     return _hex_bytes(value, what)
 
 
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise CollateralFormatError(f"{what} must be a non-empty string")
+    _utf8(value, what)
     return value
+
+
+def _utf8(value: str, what: str) -> bytes:
+    # JSON can carry lone surrogates (\ud800), which no UTF-8 text (and so no signed Intel
+    # document, PEM or hex) contains.
+    try:
+        return value.encode()
+    except UnicodeEncodeError as exc:
+        raise CollateralFormatError(
+            f"{what} is not valid Unicode text (a lone surrogate at {exc.start})",
+            code="collateral_malformed",
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 from cllm.errors import CollateralFetchError, CollateralFormatError, QuoteFormatError
-from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions
+from cllm.quote import CertificationData, Quote, parse_pck_chain, parse_pck_extensions
+from cllm.quote import layout as quote_layout
 from cllm.verify._collateral import (
     Collateral,
     parse_qe_identity,
     parse_tcb_info,
     pem_crl_to_der,
 )
-from cllm.verify._pki import parse_crl
+from cllm.verify._pki import check_pem_chain_size, parse_crl
 
 if TYPE_CHECKING:
     import httpx  # the caller's client; imported when used (httpx is most of a one-shot's start)
@@ -35,6 +36,7 @@ __all__ = [
     "CollateralFetcher",
     "CollateralKey",
     "collateral_key",
+    "collateral_key_of",
     "default_collateral_url",
     "read_qcnl_pccs_url",
 ]
@@ -155,7 +157,14 @@ class CollateralKey:
 
 def collateral_key(quote: Quote) -> CollateralKey:
     """TEE, FMSPC and issuing PCK CA, read from the quote's PCK certificate."""
-    chain = parse_pck_chain(quote.signature_data.certification)
+    return collateral_key_of(quote.signature_data.certification, is_tdx=quote.is_tdx)
+
+
+def collateral_key_of(certification: CertificationData, *, is_tdx: bool) -> CollateralKey:
+    """``collateral_key`` from a quote's certification data and TEE."""
+    if certification.type == quote_layout.CERT_PCK_CHAIN:
+        check_pem_chain_size(certification.data, what="PCK chain")
+    chain = parse_pck_chain(certification)
     fmspc = parse_pck_extensions(chain[0]).fmspc
     issuer = chain[0].issuer.rfc4514_string()
     if "Processor" in issuer:
@@ -168,7 +177,7 @@ def collateral_key(quote: Quote) -> CollateralKey:
             offset=0,
             code="pck_chain_malformed",
         )
-    return CollateralKey(tee="tdx" if quote.is_tdx else "sgx", fmspc=fmspc, ca=ca)
+    return CollateralKey(tee="tdx" if is_tdx else "sgx", fmspc=fmspc, ca=ca)
 
 
 @dataclass(frozen=True, slots=True)

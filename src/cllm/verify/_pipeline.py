@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +31,7 @@ from cllm.quote import (
     parse_pck_extensions,
     parse_quote,
 )
+from cllm.quote import layout as quote_layout
 from cllm.verify import _tcb
 from cllm.verify._collateral import (
     Collateral,
@@ -44,6 +47,7 @@ from cllm.verify._pki import (
     SignatureMemo,
     VerifiedChain,
     certificate_p256_key,
+    check_pem_chain_size,
     check_validity,
     ecdsa_p256_verify,
     p256_point,
@@ -54,7 +58,12 @@ from cllm.verify._result import Step, TdFacts, VerificationResult
 from cllm.verify._roots import TrustRoot
 from cllm.verify._status import TcbStatus
 
-__all__ = ["QuoteVerifier"]
+__all__ = ["DEFAULT_BUDGET_S", "QuoteVerifier"]
+
+# A genuine verification takes about a millisecond uncached; no input makes one take more than a
+# few (see docs/benchmarks.md). The budget is far above both, so only a machine in trouble or a
+# defect meets it.
+DEFAULT_BUDGET_S: Final = 2.0
 
 _log = logging.getLogger(__name__)
 
@@ -108,8 +117,19 @@ class QuoteVerifier:
     keyed by their bytes, so repeated verifications cost little more than two ECDSA checks.
     """
 
-    def __init__(self, *, trust_root: TrustRoot, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        trust_root: TrustRoot,
+        cache_size: int = 256,
+        budget_s: float = DEFAULT_BUDGET_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not budget_s > 0:
+            raise ValueError("budget_s must be positive")
         self._root = trust_root
+        self._budget_s = budget_s
+        self._monotonic = monotonic
         self._chains = ChainValidator(trust_root, cache_size=cache_size)
         cached = functools.lru_cache(maxsize=cache_size)
         self._pck_chain = cached(self._pck_chain_uncached)
@@ -144,14 +164,35 @@ class QuoteVerifier:
     def trust_root(self) -> TrustRoot:
         return self._root
 
+    @property
+    def budget_s(self) -> float:
+        return self._budget_s
+
     def verify(
-        self, quote: bytes | Quote, collateral: Collateral, *, at: int | datetime
+        self,
+        quote: bytes | Quote,
+        collateral: Collateral,
+        *,
+        at: int | datetime,
+        deadline: float | None = None,
     ) -> VerificationResult:
+        """Run every step; ``deadline`` (on this verifier's monotonic clock) defaults to now
+        plus the verifier's budget. Each step is bounded by the size of its input (fixed-shape
+        chains, no search); the deadline is checked before every step, so a run that is
+        slowed down anyway (a loaded machine, a step that misbehaves) stops at the next step
+        boundary with ``appraisal_timeout``."""
+        if deadline is None:
+            deadline = self._monotonic() + self._budget_s
         run = _Run(quote_input=quote, collateral=collateral, at=_timestamp(at))
         steps: list[Step] = []
         error: CllmError | None = None
         for number, (name, step) in enumerate(self._steps, start=1):
             try:
+                if self._monotonic() > deadline:
+                    raise VerificationError(
+                        f"verification ran out of its time budget before step {name}",
+                        code="appraisal_timeout",
+                    )
                 step(run)
             except CllmError as exc:
                 error = exc
@@ -199,6 +240,23 @@ class QuoteVerifier:
             fmspc=pck.extensions.fmspc.hex().upper() if pck else None,
             td=td,
             enclave_debug=enclave_debug,
+            tcb_evaluation_data_number=(
+                min(
+                    run.tcb_info.tcb_evaluation_data_number,
+                    run.qe_identity.tcb_evaluation_data_number,
+                )
+                if error is None
+                else None
+            ),
+            collateral_issued=(
+                min(
+                    run.tcb_info.validity[0],
+                    run.qe_identity.validity[0],
+                    run.pck_crl.validity.not_before,
+                )
+                if error is None
+                else None
+            ),
         )
 
     # -- steps ---------------------------------------------------------------------------
@@ -215,8 +273,10 @@ class QuoteVerifier:
         run.pck_crl = parse_crl(c.pck_crl, "PCK CRL")
 
     def _pck_chain_uncached(self, certification: CertificationData) -> _PckChain:
+        if certification.type == quote_layout.CERT_PCK_CHAIN:
+            check_pem_chain_size(certification.data, what="PCK chain")
         certs = tuple(parse_pck_chain(certification))
-        chain = self._chains.validate(certs, what="PCK chain")
+        chain = self._chains.pck_chain(certs, what="PCK chain")
         key = certificate_p256_key(chain.leaf, "PCK certificate")
         return _PckChain(
             chain=chain,
@@ -225,8 +285,8 @@ class QuoteVerifier:
             key_point=p256_point(key),
         )
 
-    def _chain_at(self, pem: str, *, what: str, run: _Run) -> VerifiedChain:
-        chain = self._chains.validate_pem(pem, what=what)
+    @staticmethod
+    def _dated_chain(chain: VerifiedChain, run: _Run) -> VerifiedChain:
         check_validity(chain.validity, run.at)
         run.dated.extend(chain.validity)
         return chain
@@ -237,7 +297,9 @@ class QuoteVerifier:
         run.dated.extend(run.pck.chain.validity)
         expected = run.collateral.pck_certificate_chain
         if expected is not None:
-            listed = self._chain_at(expected, what="collateral PCK chain", run=run)
+            listed = self._dated_chain(
+                self._chains.pck_chain_pem(expected, what="collateral PCK chain"), run
+            )
             if listed.certificates != run.pck.chain.certificates:
                 raise VerificationError(
                     "collateral's PCK certificate chain differs from the quote's",
@@ -251,9 +313,19 @@ class QuoteVerifier:
         self._crl_issued_by(run.pck_crl, pck_ca, "PCK CRL")
         check_validity((run.root_crl.validity, run.pck_crl.validity), run.at)
         run.dated += [run.root_crl.validity, run.pck_crl.validity]
-        crl_chain = self._chain_at(
-            run.collateral.pck_crl_issuer_chain, what="PCK CRL issuer chain", run=run
+        what = "PCK CRL issuer chain"
+        crl_chain = self._dated_chain(
+            self._chains.crl_issuer_chain_pem(run.collateral.pck_crl_issuer_chain, what=what),
+            run,
         )
+        # The CRL chain must be that of the CA of the PCK chain in use (Platform CA CRL for a
+        # Platform CA chain, Processor for Processor), not just any CA under the root.
+        if not _same_ca(crl_chain.leaf, pck_ca):
+            raise VerificationError(
+                f"{what} names '{crl_chain.leaf.subject.rfc4514_string()}', not the PCK "
+                f"chain's CA '{pck_ca.subject.rfc4514_string()}'",
+                code="crl_invalid",
+            )
         run.pck_crl.check_not_revoked(run.pck.chain.leaf, "PCK certificate")
         for ca in (*run.pck.chain.certificates[1:-1], *crl_chain.certificates[:-1]):
             run.root_crl.check_not_revoked(ca, "CA certificate")
@@ -278,7 +350,7 @@ class QuoteVerifier:
     ) -> None:
         """Issuer chain, signature over the exact bytes, validity window and TEE of an Intel
         collateral document (TCB info or QE identity)."""
-        chain = self._chain_at(issuer_chain, what=f"{what} issuer chain", run=run)
+        chain = self._dated_chain(self._chains.signing_chain_pem(issuer_chain), run)
         for cert in chain.certificates[:-1]:
             run.root_crl.check_not_revoked(cert, f"{what} signing certificate")
         if not self._signature_ok(chain.leaf, signature, body):
@@ -394,6 +466,16 @@ class QuoteVerifier:
         )
         if run.status is TcbStatus.REVOKED:
             raise VerificationError("the platform's TCB is revoked", code="tcb_revoked")
+
+
+@functools.lru_cache(maxsize=64)
+def _same_ca(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Same subject and same key (a CA certificate may be reissued with new dates)."""
+    if a == b:
+        return True
+    key_a = certificate_p256_key(a, "CA certificate")
+    key_b = certificate_p256_key(b, "CA certificate")
+    return a.subject == b.subject and p256_point(key_a) == p256_point(key_b)
 
 
 def _code(what: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -33,14 +35,18 @@ from cllm.errors import X509_DECODE_ERRORS, CollateralFormatError, VerificationE
 from cllm.verify._roots import TrustRoot
 
 __all__ = [
+    "MAX_CHAIN_CERTIFICATES",
+    "MAX_CHAIN_PEM_BYTES",
     "ChainValidator",
     "Dated",
     "ParsedCrl",
     "SignatureMemo",
     "VerifiedChain",
     "certificate_p256_key",
+    "check_pem_chain_size",
     "check_validity",
     "ecdsa_p256_verify",
+    "load_pem_chain",
     "p256_point",
     "p256_public_key",
     "parse_crl",
@@ -101,11 +107,63 @@ class VerifiedChain:
         return self.certificates[1]
 
 
+# Intel's PCK chain is leaf, PCK Platform or Processor CA, root (root optional in the quote);
+# collateral signing chains are TCB Signing, root; CRL issuer chains are PCK CA, root. Nothing
+# longer is ever genuine, so nothing longer is parsed: a PEM text is refused before decoding when
+# it is bigger or holds more certificate blocks than any genuine chain (Intel's are ~3.3 KB).
+MAX_CHAIN_CERTIFICATES: Final = 3
+MAX_CHAIN_PEM_BYTES: Final = 16 * 1024
+_PEM_BEGIN: Final = b"-----BEGIN CERTIFICATE-----"
+_PCK_CA_NAMES: Final = ("SGX PCK Platform CA", "SGX PCK Processor CA")
+
+
+def _shape_error(what: str, problem: str) -> VerificationError:
+    return VerificationError(f"{what}: {problem}", code="chain_shape_invalid")
+
+
+def check_pem_chain_size(pem: bytes, *, what: str) -> None:
+    """Refuse, before any decoding, a PEM text bigger or with more certificate blocks than any
+    genuine DCAP chain (``chain_shape_invalid``)."""
+    if len(pem) > MAX_CHAIN_PEM_BYTES:
+        raise _shape_error(what, f"{len(pem)} bytes of PEM, more than any genuine chain")
+    blocks = pem.count(_PEM_BEGIN)
+    if blocks > MAX_CHAIN_CERTIFICATES:
+        raise _shape_error(what, f"{blocks} certificates; a DCAP chain has at most 3")
+
+
+def load_pem_chain(pem: bytes, *, what: str) -> tuple[x509.Certificate, ...]:
+    """Decode a PEM certificate list that passes ``check_pem_chain_size``."""
+    check_pem_chain_size(pem, what=what)
+    try:
+        return tuple(x509.load_pem_x509_certificates(pem))
+    except X509_DECODE_ERRORS as exc:
+        raise CollateralFormatError(
+            f"{what}: not a PEM certificate chain", code="chain_malformed"
+        ) from exc
+
+
+def _pem_bytes(pem: str, what: str) -> bytes:
+    try:
+        return pem.rstrip("\0").encode()
+    except UnicodeEncodeError as exc:
+        raise CollateralFormatError(
+            f"{what}: not encodable as UTF-8", code="collateral_malformed"
+        ) from exc
+
+
 class ChainValidator:
-    """Validates certificate chains to one trust root; caches the time-independent part."""
+    """Fixed-shape certificate chains under one pinned trust root: no path building.
+
+    Each chain must have exactly the shape Intel issues (see ``MAX_CHAIN_CERTIFICATES``); every
+    link is checked directly (issuer name and signature of the certificate above it), the top
+    one against the pinned root. Only then is the Web PKI profile (key usage, basic
+    constraints, extensions) checked, on that one path. Structure does not depend on time, so
+    the PEM forms are cached by their text; validity windows are checked by the caller.
+    """
 
     def __init__(self, root: TrustRoot, *, cache_size: int = 256) -> None:
         self._root = root
+        self._root_der = root.certificate.public_bytes(Encoding.DER)
         self._store = Store([root.certificate])
         # Intel's leaf certificates (PCK, TCB Signing) carry no subjectAltName and no EKU;
         # everything else follows the Web PKI profile.
@@ -115,72 +173,176 @@ class ChainValidator:
             .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
         )
         self._ca_policy = ExtensionPolicy.webpki_defaults_ca()
-        self._validate_pem = functools.lru_cache(maxsize=cache_size)(self._validate_pem_uncached)
+        cached = functools.lru_cache(maxsize=cache_size)
+        self._pck_pem = cached(self._pck_pem_uncached)
+        self._signing_pem = cached(self._signing_pem_uncached)
+        self._crl_issuer_pem = cached(self._crl_issuer_pem_uncached)
 
     @property
     def root(self) -> TrustRoot:
         return self._root
 
-    def validate_pem(self, pem: str, *, what: str) -> VerifiedChain:
-        """Parse a PEM chain (leaf first) and validate its structure; cached by ``pem``.
+    # -- the three shapes -------------------------------------------------------------------
 
-        Validity windows are *not* checked here: pass ``.validity`` to ``check_validity``.
-        """
-        return self._validate_pem(pem, what)
+    def pck_chain(self, certs: tuple[x509.Certificate, ...], *, what: str) -> VerifiedChain:
+        """[PCK leaf, PCK Platform/Processor CA] or the same with the pinned root appended."""
+        return self._checked(what, lambda: self._pck(certs, what))
 
-    def validate(self, certificates: tuple[x509.Certificate, ...], *, what: str) -> VerifiedChain:
-        """Validate the structure of a chain given as certificates (not cached)."""
-        return self._validate_certs(certificates, what)
+    def pck_chain_pem(self, pem: str, *, what: str) -> VerifiedChain:
+        return self._pck_pem(pem, what)
 
-    def _validate_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
+    def signing_chain_pem(self, pem: str) -> VerifiedChain:
+        """Exactly [the root's pinned TCB Signing certificate, root]. TCB info and QE identity
+        carry the same chain, so it is checked (and named in messages) once for both."""
+        return self._signing_pem(pem, "collateral signing chain")
+
+    def crl_issuer_chain_pem(self, pem: str, *, what: str) -> VerifiedChain:
+        """Exactly [a CA issued by the root, root]; which CA it must be is the caller's check."""
+        return self._crl_issuer_pem(pem, what)
+
+    # -- implementation ---------------------------------------------------------------------
+
+    def _pck_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
+        certs = load_pem_chain(_pem_bytes(pem, what), what=what)
+        return self.pck_chain(certs, what=what)
+
+    def _pck(self, certs: tuple[x509.Certificate, ...], what: str) -> VerifiedChain:
+        if len(certs) not in (2, 3):
+            raise _shape_error(what, f"{len(certs)} certificates; needs leaf, PCK CA (, root)")
+        leaf, ca = certs[0], certs[1]
+        subjects = self._distinct_subjects(certs, what)
+        if len(certs) == 3:
+            self._is_root(certs[2], what)
+        ca_name = _cn(subjects[1])
+        if not ca_name.endswith(_PCK_CA_NAMES):
+            raise _shape_error(what, f"'{ca_name}' is neither a PCK Platform CA nor a Processor CA")
+        self._issued_by_root(ca, what)
+        _issued_by(leaf, ca, what)
+        return self._profile(leaf, (ca,), what, leaf_is_ca=False)
+
+    def _signing_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
+        def check() -> VerifiedChain:
+            certs = load_pem_chain(_pem_bytes(pem, what), what=what)
+            signer = self._root.tcb_signer
+            if not certs or not signer.matches(certs[0]):
+                name = _cn(certs[0].subject) if certs else "nothing"
+                raise VerificationError(
+                    f"{what}: signed by '{name}', not by the TCB Signing certificate "
+                    f"pinned for {self._root.name}",
+                    code="collateral_signer_untrusted",
+                )
+            if len(certs) != 2:
+                raise _shape_error(what, f"{len(certs)} certificates; needs TCB Signing, root")
+            self._distinct_subjects(certs, what)
+            self._is_root(certs[1], what)
+            self._issued_by_root(certs[0], what)
+            return self._profile(certs[0], (), what, leaf_is_ca=False)
+
+        return self._checked(what, check)
+
+    def _crl_issuer_pem_uncached(self, pem: str, what: str) -> VerifiedChain:
+        def check() -> VerifiedChain:
+            certs = load_pem_chain(_pem_bytes(pem, what), what=what)
+            if len(certs) != 2:
+                raise _shape_error(what, f"{len(certs)} certificates; needs CA, root")
+            self._distinct_subjects(certs, what)
+            self._is_root(certs[1], what)
+            self._issued_by_root(certs[0], what)
+            return self._profile(certs[0], (), what, leaf_is_ca=True)
+
+        return self._checked(what, check)
+
+    def _checked(self, what: str, check: Callable[[], VerifiedChain]) -> VerifiedChain:
         try:
-            certs = x509.load_pem_x509_certificates(pem.rstrip("\0").encode())
-        except X509_DECODE_ERRORS as exc:
-            raise CollateralFormatError(
-                f"{what}: not a PEM certificate chain", code="chain_malformed"
-            ) from exc
-        return self._validate_certs(tuple(certs), what)
-
-    def _validate_certs(self, certs: tuple[x509.Certificate, ...], what: str) -> VerifiedChain:
-        try:
-            return self._validate_certs_unchecked(certs, what)
+            return check()
         except X509_DECODE_ERRORS as exc:
             raise VerificationError(
                 f"{what}: malformed certificate: {exc}", code="chain_malformed"
             ) from exc
 
-    def _validate_certs_unchecked(
-        self, certs: tuple[x509.Certificate, ...], what: str
+    @staticmethod
+    def _distinct_subjects(certs: tuple[x509.Certificate, ...], what: str) -> tuple[x509.Name, ...]:
+        subjects = tuple(cert.subject for cert in certs)
+        if len(set(subjects)) != len(certs):
+            raise _shape_error(what, "two certificates have the same subject")
+        return subjects
+
+    def _is_root(self, cert: x509.Certificate, what: str) -> None:
+        if cert.public_bytes(Encoding.DER) != self._root_der:
+            raise VerificationError(
+                f"{what}: certificate chain does not lead to {self._root.name} "
+                f"(its last certificate is '{_cn(cert.subject)}')",
+                code="chain_untrusted",
+            )
+
+    def _issued_by_root(self, cert: x509.Certificate, what: str) -> None:
+        try:
+            _issued_by(cert, self._root.certificate, what)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"{what}: certificate chain does not lead to {self._root.name}: {exc.message}",
+                code="chain_untrusted",
+            ) from exc
+
+    def _profile(
+        self,
+        leaf: x509.Certificate,
+        intermediates: tuple[x509.Certificate, ...],
+        what: str,
+        *,
+        leaf_is_ca: bool,
     ) -> VerifiedChain:
-        leaf, intermediates = certs[0], list(certs[1:])
-        candidates = [*certs, self._root.certificate]
+        """The Web PKI profile on the one path already checked link by link: at most one
+        intermediate, distinct subjects, so the verifier has exactly one path to consider."""
+        path = (leaf, *intermediates, self._root.certificate)
         # Any instant inside every window gives the time-independent verdict, which is what
         # gets cached; windows are checked against the evaluation time by the caller.
-        latest_start = max(c.not_valid_before_utc for c in candidates)
-        earliest_end = min(c.not_valid_after_utc for c in candidates)
+        latest_start = max(c.not_valid_before_utc for c in path)
+        earliest_end = min(c.not_valid_after_utc for c in path)
         if latest_start > earliest_end:
             raise VerificationError(
                 f"{what}: the certificates are never valid at the same time", code="expired"
             )
-        # Issuer chains of CRLs start with a CA certificate, which is then judged as a CA.
-        ee_policy = self._ca_policy if _is_ca(leaf) else self._ee_policy
+        if leaf_is_ca != _is_ca(leaf):
+            raise VerificationError(
+                f"{what}: '{_cn(leaf.subject)}' is {'not ' if leaf_is_ca else ''}a CA certificate",
+                code="chain_untrusted",
+            )
         verifier = (
             PolicyBuilder()
             .store(self._store)
             .time(latest_start)
-            .extension_policies(ca_policy=self._ca_policy, ee_policy=ee_policy)
+            .extension_policies(
+                ca_policy=self._ca_policy,
+                ee_policy=self._ca_policy if leaf_is_ca else self._ee_policy,
+            )
             .build_client_verifier()
         )
         try:
-            path = verifier.verify(leaf, intermediates).chain
+            built = verifier.verify(leaf, list(intermediates)).chain
         except X509VerificationError as exc:
             raise VerificationError(
                 f"{what}: certificate chain does not lead to {self._root.name}: {exc}",
                 code="chain_untrusted",
             ) from exc
-        return VerifiedChain(
-            certificates=tuple(path), validity=tuple(_dated(c, what) for c in path)
-        )
+        if tuple(built) != path:  # pragma: no cover - one candidate path exists
+            raise VerificationError(f"{what}: unexpected certificate path", code="chain_untrusted")
+        return VerifiedChain(certificates=path, validity=tuple(_dated(c, what) for c in path))
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
+    """``cert`` names ``issuer`` as its issuer and carries a valid signature by its key
+    (``verify_directly_issued_by`` checks both; names are decoded only for the message)."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError) as exc:
+        if cert.issuer != issuer.subject:
+            problem = f"is issued by '{_cn(cert.issuer)}', not by '{_cn(issuer.subject)}'"
+        else:
+            problem = f"does not carry a valid signature by '{_cn(issuer.subject)}'"
+        raise VerificationError(
+            f"{what}: '{_cn(cert.subject)}' {problem}", code="chain_untrusted"
+        ) from exc
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

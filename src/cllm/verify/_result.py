@@ -61,6 +61,11 @@ class VerificationResult:
     fmspc: str | None = None
     td: TdFacts | None = None
     enclave_debug: bool | None = None
+    # The collateral the verdict rests on (set when ok): the lower tcbEvaluationDataNumber of
+    # TCB info and QE identity, and the oldest issue time (unix seconds) of TCB info, QE
+    # identity and PCK CRL (the root CA CRL is reissued about yearly and is not counted).
+    tcb_evaluation_data_number: int | None = None
+    collateral_issued: int | None = None
 
     @property
     def input_unusable(self) -> bool:

@@ -3,6 +3,7 @@
 // against the verifier's JWKS, our nonce, sane times, the keys we will use are its keys).
 import { fromBase64, toHex } from "./bytes.js";
 import { verifyToken } from "./token.js";
+import { pinJwks } from "../trust.js";
 
 export const POLICY = "default";
 
@@ -43,6 +44,7 @@ export async function attest({
   now = () => Math.floor(Date.now() / 1000),
   randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n)),
   reportUrl = "/v1/attestation/report",
+  pin = null, // RFC 7638 thumbprint of the verifier key the user confirmed
 } = {}) {
   const base = normaliseVerifier(verifier);
   const checkedAt = new Date(now() * 1000).toISOString();
@@ -87,6 +89,13 @@ export async function attest({
     jwks = await getJson(fetchImpl, `${base}/.well-known/jwks.json`);
   } catch (error) {
     return red(`The verifier's keys (JWKS) could not be fetched (${error.message}).`, common);
+  }
+  try {
+    const pinned = await pinJwks(jwks, token, pin);
+    jwks = pinned.jwks;
+    common.verifierKey = pinned.verifierKey;
+  } catch (error) {
+    return red(error.message, { ...common, keyChanged: true, verifierKey: error.found });
   }
   let claims;
   try {

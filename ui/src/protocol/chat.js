@@ -37,7 +37,9 @@ export async function streamChat({
   const result = { text: "", finishReason: null, signature: { state: "unverified" } };
   let sealed = null;
   let init;
-  if (keys) {
+  // keys.hpkeKey null: the page talks to the user's own cllm proxy, which seals; the answer's
+  // signature is still checked here with the attested signing key.
+  if (keys?.hpkeKey) {
     sealed = await sealRequest(keys.hpkeKey, body, requestAad("POST", CHAT_PATH));
     init = { body: sealed.ciphertext, headers: { ...headers, ...sealed.headers } };
   } else {
