@@ -34,13 +34,28 @@ chromium:
 
 # `make run`: a local verifier on :8081 trusting this machine's simulated TD (only used when
 # there is no TDX), and `cllm serve` on :8080 with the embedded model. Ctrl-C stops both.
+# It also plays the publisher: a local Ed25519 key (created once) signs a release manifest of
+# exactly what it starts (`cllm serve --print-config`, then `cllm release create`), and the
+# verifier's policy `local` names that release, so verdicts can be pinned (docs/release.md).
+# cllm serve refuses to run bytecode from disk: a fresh, never written cache prefix per run.
 RUN_STATE ?= .cllm-state
+SERVE_ARGS := --port 8080 --state-dir $(RUN_STATE) --verifier http://127.0.0.1:8081
 run: $(STAMP) $(UI_OUT)
 	@$(BIN)/cllm tee simulated-root --state-dir $(RUN_STATE) --json > /dev/null
-	@$(BIN)/cllm verifier serve --port 8081 --state-dir $(RUN_STATE) \
+	@test -f $(RUN_STATE)/publisher.pem || $(BIN)/cllm release keygen \
+		--out $(RUN_STATE)/publisher.pem --public-out $(RUN_STATE)/publisher.pub.pem
+	@mkdir -p $(RUN_STATE)/policies
+	@printf '[release]\nmanifest = "../release.json"\npublisher_key = "../publisher.pub.pem"\n' \
+		> $(RUN_STATE)/policies/local.toml
+	@export PYTHONDONTWRITEBYTECODE=1 PYTHONPYCACHEPREFIX=$$(mktemp -d)/pycache; \
+	$(BIN)/cllm serve $(SERVE_ARGS) --print-config > $(RUN_STATE)/serve-config.json && \
+	$(BIN)/cllm release create --out $(RUN_STATE)/release.json --key $(RUN_STATE)/publisher.pem \
+		--name cllm-local --config $(RUN_STATE)/serve-config.json --ui src/cllm/server/static && \
+	{ $(BIN)/cllm verifier serve --port 8081 --state-dir $(RUN_STATE) \
+		--policy-dir $(RUN_STATE)/policies \
 		--trust-simulated-root $(RUN_STATE)/simulated/root-ca.pem & VERIFIER=$$!; \
 	trap 'kill $$VERIFIER 2>/dev/null' EXIT; \
-	$(BIN)/cllm serve --port 8080 --state-dir $(RUN_STATE) --verifier http://127.0.0.1:8081
+	$(BIN)/cllm serve $(SERVE_ARGS); }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -59,6 +74,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/attest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis ui/node_modules \

@@ -30,6 +30,12 @@ def cllm_command() -> list[str]:
     return [found]
 
 
+def bytecode_env(prefix: Path) -> dict[str, str]:
+    """What ``cllm serve`` needs to start: it refuses where bytecode could be read from disk
+    instead of the measured source, so a fresh, never written cache prefix."""
+    return {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(prefix)}
+
+
 def process_cpu(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc); 0.0 where unavailable."""
     try:

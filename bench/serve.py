@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from _procs import HOST, cllm_command, free_port, process_cpu
+from _procs import HOST, bytecode_env, cllm_command, free_port, process_cpu
 
 CHAT_PATH: Final = "/v1/chat/completions"
 START_TIMEOUT: Final = 120.0  # seconds for a server to answer /healthz (model load included)
@@ -156,7 +156,7 @@ class ServeProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
+            env={**os.environ, "COLUMNS": "200", **bytecode_env(tmp / f"{name}-pycache")},
         )
 
     def wait_ready(self) -> dict[str, Any]:

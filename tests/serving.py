@@ -32,6 +32,17 @@ def ui_events() -> list[str]:
     return ["cllm.ui"] if (static_dir() / "index.html").is_file() else []
 
 
+def bytecode_env(prefix: Path) -> dict[str, str]:
+    """What ``cllm serve`` needs to start (issue 12): no bytecode read from disk for the
+    measured packages, via a fresh, never written ``PYTHONPYCACHEPREFIX``."""
+    return {
+        "COLUMNS": "200",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPYCACHEPREFIX": str(prefix),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,7 +107,7 @@ def start_serve(
         *([] if "--threads" in args else ["--threads", "1"]),
         *args,
     ]
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = {**os.environ, **bytecode_env(log_path.parent / f"pycache-{port}"), **(env or {})}
     log = log_path.open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()  # the child holds its own descriptor

@@ -20,6 +20,8 @@ from cllm.verify import TcbStatus
 
 ZERO = "00" * 48
 MODEL = "ab" * 48
+EMBEDDED = {"method": "config", "settings": {"engine": "llama-cpp", "upstream_scope": "embedded"}}
+SEPT_VE_DISABLE = 1 << 28
 
 FACTS = Facts(
     tcb_status=TcbStatus.UP_TO_DATE,
@@ -30,11 +32,36 @@ FACTS = Facts(
     components=(
         ComponentFact("cllm.package", "confidential-llm", "cd" * 48),
         ComponentFact("cllm.model", "smollm2.gguf", MODEL),
+        ComponentFact("cllm.config", "config", "ef" * 48, EMBEDDED),
     ),
+    td_attributes=SEPT_VE_DISABLE,
+    xfam="e702060000000000",
+    mrconfigid=ZERO,
+    mrowner=ZERO,
+    mrownerconfig=ZERO,
+    mrservicetd=None,
+)
+# The boot chain pinned: what the tests of other rules use, so that "affirming" is reachable.
+BOOT = "".join(
+    f'{name} = ["{value}"]\n'
+    for name, value in (
+        ("mrtd", "11" * 48),
+        ("rtmr0", "22" * 48),
+        ("rtmr1", "33" * 48),
+        ("rtmr2", "44" * 48),
+    )
 )
 
 
-def _codes(policy_text: str, facts: Facts = FACTS) -> tuple[str, list[str]]:
+def _codes(policy_text: str, facts: Facts = FACTS, *, pin: bool = True) -> tuple[str, list[str]]:
+    """The verdict under ``policy_text``, with the boot chain pinned unless ``pin`` is off
+    (the text's own [td] keys then go in the same table)."""
+    if pin:
+        policy_text = (
+            policy_text.replace("[td]\n", "[td]\n" + BOOT, 1)
+            if "[td]\n" in policy_text
+            else f"[td]\n{BOOT}\n{policy_text}"
+        )
     appraisal = appraise(parse_policy(policy_text, policy_id="t"), facts)
     return appraisal.status, [reason.code for reason in appraisal.reasons]
 
@@ -42,12 +69,21 @@ def _codes(policy_text: str, facts: Facts = FACTS) -> tuple[str, list[str]]:
 @pytest.mark.parametrize(
     ("status", "expected", "codes"),
     [
-        (TcbStatus.UP_TO_DATE, "affirming", []),
-        (TcbStatus.SW_HARDENING_NEEDED, "warning", ["tcb_status_warning"]),
-        (TcbStatus.OUT_OF_DATE, "contraindicated", ["tcb_status_rejected"]),
-        (TcbStatus.CONFIGURATION_NEEDED, "contraindicated", ["tcb_status_rejected"]),
-        (TcbStatus.TD_RELAUNCH_ADVISED, "contraindicated", ["tcb_status_rejected"]),
-        (TcbStatus.REVOKED, "contraindicated", ["tcb_status_rejected"]),
+        # The default policy pins no software: never better than "warning" (issue 12).
+        (TcbStatus.UP_TO_DATE, "warning", ["no_reference_values"]),
+        (TcbStatus.SW_HARDENING_NEEDED, "warning", ["tcb_status_warning", "no_reference_values"]),
+        (TcbStatus.OUT_OF_DATE, "contraindicated", ["tcb_status_rejected", "no_reference_values"]),
+        (
+            TcbStatus.CONFIGURATION_NEEDED,
+            "contraindicated",
+            ["tcb_status_rejected", "no_reference_values"],
+        ),
+        (
+            TcbStatus.TD_RELAUNCH_ADVISED,
+            "contraindicated",
+            ["tcb_status_rejected", "no_reference_values"],
+        ),
+        (TcbStatus.REVOKED, "contraindicated", ["tcb_status_rejected", "no_reference_values"]),
     ],
 )
 def test_default_policy_tcb_classes(status: TcbStatus, expected: str, codes: list[str]) -> None:
@@ -60,7 +96,11 @@ def test_default_policy_rejects_debug_and_lists_every_finding() -> None:
     facts = replace(FACTS, debug=True, tcb_status=TcbStatus.SW_HARDENING_NEEDED)
     appraisal = appraise(default_policy(), facts)
     assert appraisal.status == "contraindicated"
-    assert [reason.code for reason in appraisal.reasons] == ["tcb_status_warning", "debug_td"]
+    assert [reason.code for reason in appraisal.reasons] == [
+        "tcb_status_warning",
+        "debug_td",
+        "no_reference_values",
+    ]
 
 
 def test_default_policy_identity() -> None:
@@ -71,12 +111,13 @@ def test_default_policy_identity() -> None:
 
 
 def test_register_allow_lists() -> None:
-    text = f'[td]\nmrtd = ["{"11" * 48}"]\nrtmr1 = ["{ZERO}"]\n'
-    status, codes = _codes(text)
+    text = BOOT.replace("33" * 48, ZERO)
+    text = f"[td]\n{text}"
+    status, codes = _codes(text, pin=False)
     assert (status, codes) == ("contraindicated", ["rtmr1_mismatch"])
-    assert _codes(text.replace(ZERO, "33" * 48)) == ("affirming", [])
+    assert _codes(text.replace(ZERO, "33" * 48), pin=False) == ("affirming", [])
     # Hex case does not matter.
-    assert _codes(text.replace(ZERO, ("33" * 48).upper()))[0] == "affirming"
+    assert _codes(text.replace(ZERO, ("33" * 48).upper()), pin=False)[0] == "affirming"
 
 
 def test_components_by_type_name_and_digest() -> None:
@@ -84,7 +125,8 @@ def test_components_by_type_name_and_digest() -> None:
     assert _codes(rule) == ("affirming", [])
     assert _codes(rule.replace(MODEL, ZERO)) == ("contraindicated", ["component_mismatch"])
     named = rule + 'name = "other.gguf"\n'
-    assert _codes(named) == ("contraindicated", ["component_missing"])
+    # Deny by default: smollm2.gguf is a cllm.model no rule allows.
+    assert _codes(named) == ("contraindicated", ["component_missing", "component_mismatch"])
     missing = rule.replace("cllm.model", "cllm.ui")
     assert _codes(missing) == ("contraindicated", ["component_missing"])
 
@@ -93,7 +135,10 @@ def test_sept_ve_disable_and_debug_keys() -> None:
     facts = replace(FACTS, sept_ve_disable=False, debug=True)
     text = "[td]\nallow_debug = true\nrequire_sept_ve_disable = true\n"
     assert _codes(text, facts) == ("contraindicated", ["sept_ve_not_disabled"])
-    assert _codes("[td]\nallow_debug = true\n", facts) == ("affirming", [])
+    assert _codes("[td]\nallow_debug = true\nrequire_sept_ve_disable = false\n", facts) == (
+        "affirming",
+        [],
+    )
 
 
 def test_freshness() -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "MeasurementError",
     "PolicyError",
     "QuoteFormatError",
+    "ReleaseError",
     "ServerError",
     "TeeError",
     "VerificationError",
@@ -126,6 +127,13 @@ class PolicyError(CllmError):
     """A policy file that cannot be read or is invalid (unknown key, bad value)."""
 
     default_code = "policy_invalid"
+
+
+class ReleaseError(CllmError):
+    """A release manifest that is malformed, or whose signature does not verify under the
+    publisher key given (``release_malformed``, ``release_bad_signature``, ...)."""
+
+    default_code = "release_invalid"
 
 
 class VerificationError(CllmError):

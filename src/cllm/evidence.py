@@ -15,7 +15,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import pydantic
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -33,12 +33,21 @@ from cllm.measure import (
     replay,
     replay_ccel,
 )
+from cllm.merkle import (
+    HASH_SIZE,
+    MAX_PATH,
+    MAX_TREE_SIZE,
+    InclusionProof,
+    MerkleTree,
+    root_from_proof,
+)
 from cllm.quote import Quote, parse_quote
 from cllm.quote import layout as quote_layout
 from cllm.tee._backend import TeeBackend
 from cllm.verify import Collateral, Step
 
 __all__ = [
+    "BATCH_EVIDENCE_VERSION",
     "EVIDENCE_VERSION",
     "NONCE_SIZE",
     "Binding",
@@ -46,12 +55,17 @@ __all__ = [
     "Evidence",
     "EvidenceCheck",
     "TeeKind",
+    "build_batch_evidence",
     "build_evidence",
+    "check_batch",
+    "check_batch_binding",
+    "check_batch_proof",
     "check_evidence",
     "parse_evidence",
 ]
 
 EVIDENCE_VERSION: Final = 1
+BATCH_EVIDENCE_VERSION: Final = 2  # one quote for a batch of nonces (docs/protocol.md)
 NONCE_SIZE: Final = 32
 TeeKind = Literal["tdx", "simulated-tdx"]
 
@@ -193,6 +207,13 @@ class Binding:
         # Hex, base64 and null under fixed ASCII keys: within what canonical_json takes.
         return hashlib.sha512(canonical_json(self.to_json())).digest()
 
+    def batch_report_data(self, root: bytes) -> bytes:
+        """Version 2: SHA-256(JCS(the binding with ``batch_root`` in place of ``nonce``)) ||
+        ``root``. The first half commits to the keys and the root, the second shows the root."""
+        doc: dict[str, str | None] = {**self.to_json(), "batch_root": root.hex()}
+        del doc["nonce"]
+        return hashlib.sha256(canonical_json(doc)).digest() + root
+
 
 @dataclass(frozen=True, slots=True)
 class Ccel:
@@ -211,10 +232,11 @@ class Evidence:
     ccel: Ccel | None
     binding: Binding
     collateral: Mapping[str, Any] | None
+    batch: InclusionProof | None = None  # version 2: binding.nonce's proof under the root
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": EVIDENCE_VERSION,
+        doc = {
+            "version": EVIDENCE_VERSION if self.batch is None else BATCH_EVIDENCE_VERSION,
             "tee": self.tee,
             "quote": base64.b64encode(self.quote).decode(),
             "event_log": [dict(event) for event in self.event_log],
@@ -229,6 +251,9 @@ class Evidence:
             "binding": self.binding.to_json(),
             "collateral": dict(self.collateral) if self.collateral is not None else None,
         }
+        if self.batch is not None:
+            doc["batch"] = self.batch.to_json()
+        return doc
 
 
 class _BindingModel(BaseModel):
@@ -245,15 +270,39 @@ class _CcelModel(BaseModel):
     data: str = Field(max_length=16 * 1024 * 1024)
 
 
+class _BatchModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tree_size: int = Field(ge=1, le=MAX_TREE_SIZE, strict=True)
+    leaf_index: int = Field(ge=0, lt=MAX_TREE_SIZE, strict=True)
+    path: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(max_length=MAX_PATH)
+
+
 class _EvidenceModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    version: Literal[1]
+    version: Literal[1, 2]
     tee: TeeKind
     quote: str = Field(max_length=64 * 1024)
     event_log: list[dict[str, Any]] = Field(max_length=10_000)
     ccel: _CcelModel | None
     binding: _BindingModel
     collateral: dict[str, Any] | None = None
+    batch: _BatchModel | None = None
+
+
+def _batch(model: _EvidenceModel) -> InclusionProof | None:
+    if (model.version == BATCH_EVIDENCE_VERSION) != (model.batch is not None):
+        raise EvidenceError(
+            "evidence version 2 carries a batch proof, version 1 none", code="evidence_malformed"
+        )
+    if model.batch is None:
+        return None
+    return InclusionProof(
+        root=_hex(model.batch.root, "batch.root", HASH_SIZE),
+        tree_size=model.batch.tree_size,
+        leaf_index=model.batch.leaf_index,
+        path=tuple(_hex(p, "batch.path", HASH_SIZE) for p in model.batch.path),
+    )
 
 
 def parse_evidence(document: Mapping[str, Any] | str | bytes) -> Evidence:
@@ -295,6 +344,7 @@ def parse_evidence(document: Mapping[str, Any] | str | bytes) -> Evidence:
         ccel=ccel,
         binding=binding,
         collateral=model.collateral,
+        batch=_batch(model),
     )
 
 
@@ -315,10 +365,57 @@ class EvidenceCheck:
     ccel_replayed: bool = False
 
 
+def check_batch_binding(report_data: bytes, evidence: Evidence) -> None:
+    """Version 2: the quote binds the batch root (``batch_root_unbound`` if not) and, with it,
+    the keys (``binding_mismatch``)."""
+    assert evidence.batch is not None
+    root = evidence.batch.root
+    if not hmac.compare_digest(report_data[HASH_SIZE:], root):
+        raise EvidenceError(
+            "the quote binds another batch root than the evidence's (a root it never quoted, or "
+            "a quote of another batch)",
+            code="batch_root_unbound",
+        )
+    if not hmac.compare_digest(report_data, evidence.binding.batch_report_data(root)):
+        raise EvidenceError(
+            "report_data is not SHA-256(JCS(batch binding)) || root: the keys were swapped",
+            code="binding_mismatch",
+        )
+
+
+def check_batch_proof(nonce: bytes, proof: InclusionProof) -> None:
+    """Version 2: ``nonce`` is a leaf of the batch (``batch_index_mismatch`` for an index that
+    does not fit the path, ``batch_proof_invalid`` for a path that leads elsewhere)."""
+    if not hmac.compare_digest(root_from_proof(nonce, proof), proof.root):
+        raise EvidenceError(
+            "the audit path does not lead from this nonce to the batch root",
+            code="batch_proof_invalid",
+        )
+
+
+def check_batch(evidence: Evidence, *, expected_nonce: bytes) -> None:
+    """For version 2 evidence, the batch checks alone (root and keys bound by the quote, the
+    nonce, its inclusion proof), raising ``EvidenceError``: for a client whose verifier service
+    ran ``check_evidence`` and that checks the proof for its own nonce again itself."""
+    if evidence.batch is None:
+        return
+    try:
+        report_data = parse_quote(evidence.quote).td_report.report_data
+    except (CllmError, ValueError) as exc:
+        raise EvidenceError(
+            "the evidence quote is not a TDX quote", code="evidence_malformed"
+        ) from exc
+    check_batch_binding(report_data, evidence)
+    if not hmac.compare_digest(evidence.binding.nonce, expected_nonce):
+        raise EvidenceError("the evidence answers another nonce", code="nonce_mismatch")
+    check_batch_proof(evidence.binding.nonce, evidence.batch)
+
+
 def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceCheck:
     """1 quote is TDX, 2 ``tee`` claim consistent with the QE vendor, 3 report_data =
-    SHA-512(JCS(binding)), 4 binding nonce = ``expected_nonce``, 5 event log replays to RTMR3,
-    6 CCEL (when present) replays to RTMR0..RTMR2."""
+    SHA-512(JCS(binding)) (version 2: SHA-256(JCS(batch binding)) || batch root), 4 binding
+    nonce = ``expected_nonce``, (version 2: 5 the nonce's inclusion proof leads to the batch
+    root), then the event log replays to RTMR3 and the CCEL (when present) to RTMR0..RTMR2."""
     state: dict[str, Any] = {}
 
     def quote_is_tdx() -> None:
@@ -342,6 +439,9 @@ def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceChec
             )
 
     def binding() -> None:
+        if evidence.batch is not None:
+            check_batch_binding(state["quote"].td_report.report_data, evidence)
+            return
         if state["quote"].td_report.report_data != evidence.binding.report_data():
             raise EvidenceError(
                 "report_data is not SHA-512(JCS(binding)): the keys or nonce were swapped",
@@ -351,6 +451,10 @@ def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceChec
     def nonce() -> None:
         if not hmac.compare_digest(evidence.binding.nonce, expected_nonce):
             raise EvidenceError("the evidence answers another nonce", code="nonce_mismatch")
+
+    def batch_proof() -> None:
+        assert evidence.batch is not None
+        check_batch_proof(evidence.binding.nonce, evidence.batch)
 
     def event_log() -> None:
         events = _parse_events(evidence.event_log)
@@ -386,6 +490,7 @@ def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceChec
         ("tee_claim", tee_claim),
         ("binding", binding),
         ("nonce", nonce),
+        *((("batch_proof", batch_proof),) if evidence.batch is not None else ()),
         ("event_log", event_log),
         ("ccel", ccel),
     )
@@ -432,3 +537,40 @@ def build_evidence(
         binding=binding,
         collateral=collateral.to_json_dict() if collateral is not None else None,
     )
+
+
+def build_batch_evidence(
+    backend: TeeBackend,
+    *,
+    tee: TeeKind,
+    bindings: Sequence[Binding],
+    events: Sequence[Event],
+    collateral: Collateral | None,
+) -> list[Evidence]:
+    """Version 2: one quote for all ``bindings`` (the same keys, each with its client's nonce),
+    over the Merkle root of their nonces; one document per binding, in order, each with its own
+    inclusion proof."""
+    if not bindings:
+        raise ValueError("a batch needs at least one binding")
+    first = bindings[0]
+    if any(b.signing_key != first.signing_key or b.hpke_key != first.hpke_key for b in bindings):
+        raise ValueError("one batch, one set of keys")
+    if any(b.tls_spki_sha256 != first.tls_spki_sha256 for b in bindings):
+        raise ValueError("one batch, one set of keys")
+    tree = MerkleTree([b.nonce for b in bindings])
+    quote = backend.get_quote(first.batch_report_data(tree.root))
+    ccel = backend.read_ccel()
+    log = tuple(event.to_json() for event in events)
+    carried = collateral.to_json_dict() if collateral is not None else None
+    return [
+        Evidence(
+            tee=tee,
+            quote=quote,
+            event_log=log,
+            ccel=Ccel(table=ccel[0], data=ccel[1]) if ccel else None,
+            binding=binding,
+            collateral=carried,
+            batch=tree.proof(index),
+        )
+        for index, binding in enumerate(bindings)
+    ]

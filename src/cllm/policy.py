@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from cllm.errors import PolicyError
+from cllm.errors import CllmError, PolicyError
+from cllm.release import BOOT_REGISTERS, Release, load_release
 from cllm.verify import TcbStatus
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "default_policy",
     "load_policies",
     "parse_policy",
+    "where_prompts_go",
 ]
 
 Status = Literal["affirming", "warning", "contraindicated"]
@@ -58,10 +60,50 @@ warn = ["SWHardeningNeeded"]
 
 [td]
 allow_debug = false
+# Not migratable, no reserved attribute bits, no service TD bound, SEPT_VE_DISABLE set: the
+# defaults of the keys below, spelled out.
+require_sept_ve_disable = true
+allowed_attributes = ["SEPT_VE_DISABLE", "LASS", "PKS", "KL", "ICSSD", "TPA", "PERFMON"]
 
 [freshness]
 max_token_age = "5m"
+# No reference values: the best verdict is "warning" (no_reference_values). Name a signed
+# release ([release]) or pin the boot chain or every component to reach "affirming".
 """
+
+# TD_ATTRIBUTES bits by name (Intel TDX module ABI, "TD_ATTRIBUTES"); every other bit is
+# reserved. Bits 0-7 are the "TD under debug" group: DEBUG is governed by allow_debug, the
+# profiling bits are never allowed by default.
+TD_ATTRIBUTE_BITS: Final[dict[str, int]] = {
+    "DEBUG": 0,
+    "HGS_PLUS_PROF": 4,
+    "PERF_PROF": 5,
+    "PMT_PROF": 6,
+    "ICSSD": 16,
+    "LASS": 27,
+    "SEPT_VE_DISABLE": 28,
+    "MIGRATABLE": 29,
+    "PKS": 30,
+    "KL": 31,
+    "TPA": 62,
+    "PERFMON": 63,
+}
+_ATTRIBUTE_NAMES: Final = {bit: name for name, bit in TD_ATTRIBUTE_BITS.items()}
+DEFAULT_ALLOWED_ATTRIBUTES: Final = (
+    "SEPT_VE_DISABLE",
+    "LASS",
+    "PKS",
+    "KL",
+    "ICSSD",
+    "TPA",
+    "PERFMON",
+)
+# The startup components (DESIGN.md section 4). Pinning "every measured component" means
+# these four, plus every other component type the evidence carries (cllm.ui when served).
+CORE_COMPONENTS: Final = ("cllm.package", "cllm.engine", "cllm.model", "cllm.config")
+START_EVENT_TYPE: Final = "cllm.start"  # the start marker of each `cllm serve` start
+_ZERO48: Final = "00" * 48
+_HEX8: Final = re.compile(r"^[0-9a-f]{16}$")
 
 
 class _Strict(BaseModel):
@@ -85,13 +127,22 @@ def _hex_list(values: tuple[str, ...]) -> tuple[str, ...]:
 
 class _Td(_Strict):
     allow_debug: StrictBool = False
-    require_sept_ve_disable: StrictBool = False
+    require_sept_ve_disable: StrictBool = True
     mrtd: tuple[str, ...] | None = None
     rtmr0: tuple[str, ...] | None = None
     rtmr1: tuple[str, ...] | None = None
     rtmr2: tuple[str, ...] | None = None
+    # Absent: only zero (no service TD bound; a TD report 1.0 has none).
+    mrservicetd: tuple[str, ...] | None = None
+    mrconfigid: tuple[str, ...] | None = None
+    mrowner: tuple[str, ...] | None = None
+    mrownerconfig: tuple[str, ...] | None = None
+    xfam: tuple[str, ...] | None = None  # 8 bytes, hex as in the quote
+    allowed_attributes: tuple[str, ...] = DEFAULT_ALLOWED_ATTRIBUTES
 
-    @field_validator("mrtd", "rtmr0", "rtmr1", "rtmr2")
+    @field_validator(
+        "mrtd", "rtmr0", "rtmr1", "rtmr2", "mrservicetd", "mrconfigid", "mrowner", "mrownerconfig"
+    )
     @classmethod
     def _registers(cls, values: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if values is None:
@@ -100,11 +151,41 @@ class _Td(_Strict):
             raise ValueError("an allow-list must not be empty (leave the key out instead)")
         return _hex_list(values)
 
+    @field_validator("xfam")
+    @classmethod
+    def _xfam(cls, values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("an allow-list must not be empty (leave the key out instead)")
+        lowered = tuple(value.lower() for value in values)
+        for value in lowered:
+            if not _HEX8.match(value):
+                raise ValueError(f"{value[:20]!r} is not 8 bytes of hex")
+        return lowered
+
+    @field_validator("allowed_attributes")
+    @classmethod
+    def _attributes(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if value == "DEBUG":
+                raise ValueError("DEBUG is governed by allow_debug")
+            if value not in TD_ATTRIBUTE_BITS:
+                raise ValueError(f"{value[:30]!r} is not a TD_ATTRIBUTES bit name")
+        return values
+
 
 class _Component(_Strict):
     type: str = Field(pattern=r"^cllm\.[a-z][a-z0-9_.-]*$")
     name: str | None = None
     digest: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("type")
+    @classmethod
+    def _not_a_marker(cls, value: str) -> str:
+        if value == START_EVENT_TYPE:
+            raise ValueError("cllm.start is a start marker, not a component")
+        return value
 
     @field_validator("digest")
     @classmethod
@@ -136,11 +217,23 @@ class _Freshness(_Strict):
         return value
 
 
+class _Upstream(_Strict):
+    # Hosts a `cllm serve --allow-remote-upstream` may forward prompts to (exact names).
+    allow_remote_hosts: tuple[str, ...] = ()
+
+
+class _ReleaseRef(_Strict):
+    manifest: str = Field(min_length=1)  # paths relative to the policy file's directory
+    publisher_key: str = Field(min_length=1)
+
+
 class _PolicyDocument(_Strict):
     tcb: _Tcb = _Tcb()
     td: _Td = _Td()
     components: tuple[_Component, ...] = ()
     freshness: _Freshness = _Freshness()
+    upstream: _Upstream = _Upstream()
+    release: _ReleaseRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +241,12 @@ class Policy:
     id: str
     sha256: str  # of the policy file's bytes, so a token names exactly what it was judged by
     document: _PolicyDocument
+    # Signed releases whose reference values also apply (the policy's [release], or one the
+    # user named: ``with_release``). Each is verified under its publisher key before use.
+    releases: tuple[Release, ...] = ()
+
+    def with_release(self, release: Release) -> Policy:
+        return replace(self, releases=(*self.releases, release))
 
     @property
     def max_token_age(self) -> int:
@@ -167,7 +266,9 @@ class Policy:
         return self.document.tcb.min_tcb_evaluation_data_number
 
 
-def parse_policy(text: str | bytes, *, policy_id: str) -> Policy:
+def parse_policy(text: str | bytes, *, policy_id: str, base_dir: Path | None = None) -> Policy:
+    """A policy from TOML. A ``[release]`` is loaded and its signature verified now, its paths
+    relative to ``base_dir`` (the policy file's directory); a bad one fails the whole load."""
     raw = text.encode() if isinstance(text, str) else text
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -186,7 +287,26 @@ def parse_policy(text: str | bytes, *, policy_id: str) -> Policy:
         raise PolicyError(
             f"policy {policy_id}: tcb status {sorted(overlap)} is both accepted and warned"
         )
-    return Policy(id=policy_id, sha256=hashlib.sha256(raw).hexdigest(), document=document)
+    releases: tuple[Release, ...] = ()
+    if document.release is not None:
+        releases = (_load_release(document.release, policy_id=policy_id, base_dir=base_dir),)
+    return Policy(
+        id=policy_id,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        document=document,
+        releases=releases,
+    )
+
+
+def _load_release(ref: _ReleaseRef, *, policy_id: str, base_dir: Path | None) -> Release:
+    paths = [Path(ref.manifest), Path(ref.publisher_key)]
+    if base_dir is None and not all(path.is_absolute() for path in paths):
+        raise PolicyError(f"policy {policy_id}: [release] paths must be absolute here")
+    manifest, key = (path if path.is_absolute() else (base_dir or Path()) / path for path in paths)
+    try:
+        return load_release(manifest, publisher_key=key)
+    except CllmError as exc:
+        raise PolicyError(f"policy {policy_id}: [release]: {exc.message}", code=exc.code) from exc
 
 
 def default_policy() -> Policy:
@@ -213,7 +333,7 @@ def load_policies(directory: Path | None) -> dict[str, Policy]:
             raw = path.read_bytes()
         except OSError as exc:
             raise PolicyError(f"cannot read {path}: {exc.strerror}") from exc
-        policies[policy_id] = parse_policy(raw, policy_id=policy_id)
+        policies[policy_id] = parse_policy(raw, policy_id=policy_id, base_dir=directory)
     return policies
 
 
@@ -222,6 +342,7 @@ class ComponentFact:
     type: str
     name: str
     digest: str  # hex SHA-384
+    details: Mapping[str, Any] = field(default_factory=dict)  # the event's details
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +355,12 @@ class Facts:
     mrtd: str  # hex
     rtmrs: tuple[str, str, str, str]  # hex
     components: tuple[ComponentFact, ...]
+    td_attributes: int  # TD_ATTRIBUTES as an unsigned 64-bit integer
+    xfam: str  # hex, as in the quote
+    mrconfigid: str  # hex
+    mrowner: str  # hex
+    mrownerconfig: str  # hex
+    mrservicetd: str | None  # hex; None: TD report 1.0, which has no service TDs
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +376,9 @@ class Reason:
 class Appraisal:
     status: Status
     reasons: tuple[Reason, ...]
+    # What the verdict rests on (token claim ``reference``): which software was pinned, by
+    # which release. Empty when appraisal did not get as far as the policy.
+    reference: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _worst(statuses: Sequence[Status]) -> Status:
@@ -285,11 +415,29 @@ def appraise(policy: Policy, facts: Facts) -> Appraisal:
         )
     if doc.td.require_sept_ve_disable and not facts.sept_ve_disable:
         add("contraindicated", "sept_ve_not_disabled", "SEPT_VE_DISABLE is not set")
+    allowed_bits = {TD_ATTRIBUTE_BITS[name] for name in doc.td.allowed_attributes}
+    refused = [
+        _ATTRIBUTE_NAMES.get(bit, f"reserved bit {bit}")
+        for bit in range(64)
+        if facts.td_attributes >> bit & 1 and bit != 0 and bit not in allowed_bits
+    ]
+    if refused:
+        add(
+            "contraindicated",
+            "td_attributes_not_allowed",
+            f"TD_ATTRIBUTES has {', '.join(refused)} set, which the policy does not allow",
+        )
     registers: Mapping[str, tuple[str | None, tuple[str, ...] | None]] = {
         "mrtd": (facts.mrtd, doc.td.mrtd),
         "rtmr0": (facts.rtmrs[0], doc.td.rtmr0),
         "rtmr1": (facts.rtmrs[1], doc.td.rtmr1),
         "rtmr2": (facts.rtmrs[2], doc.td.rtmr2),
+        "mrconfigid": (facts.mrconfigid, doc.td.mrconfigid),
+        "mrowner": (facts.mrowner, doc.td.mrowner),
+        "mrownerconfig": (facts.mrownerconfig, doc.td.mrownerconfig),
+        "xfam": (facts.xfam, doc.td.xfam),
+        # A TD report 1.0 cannot bind a service TD; absent means "must be zero".
+        "mrservicetd": (facts.mrservicetd or _ZERO48, doc.td.mrservicetd or (_ZERO48,)),
     }
     for name, (value, allowed) in registers.items():
         if allowed is not None and value not in allowed:
@@ -298,24 +446,141 @@ def appraise(policy: Policy, facts: Facts) -> Appraisal:
                 f"{name}_mismatch",
                 f"{name.upper()} is not in the policy's allow-list",
             )
-    for rule in doc.components:
-        matching = [
-            fact
-            for fact in facts.components
-            if fact.type == rule.type and (rule.name is None or fact.name == rule.name)
-        ]
-        label = rule.type + (f" {rule.name}" if rule.name else "")
-        if not matching:
-            add("contraindicated", "component_missing", f"no {label} component was measured")
-        for fact in matching:
-            if f"sha384:{fact.digest}" not in rule.digest:
+    for release in policy.releases:
+        for name, value in release.boot.items():
+            actual = facts.mrtd if name == "mrtd" else facts.rtmrs[int(name[-1])]
+            if actual != value:
                 add(
                     "contraindicated",
-                    "component_mismatch",
-                    f"{fact.type} {fact.name} has digest sha384:{fact.digest[:16]}..., "
-                    "not one the policy allows",
+                    f"{name}_mismatch",
+                    f"{name.upper()} is not the value release {_label(release)} pins",
                 )
+    components = [fact for fact in facts.components if fact.type != START_EVENT_TYPE]
+    rule_sets: list[tuple[str, list[tuple[str, str | None, tuple[str, ...]]]]] = [
+        ("the policy", [(rule.type, rule.name, rule.digest) for rule in doc.components])
+    ]
+    for release in policy.releases:
+        pinned: list[tuple[str, str | None, tuple[str, ...]]] = [
+            (event.type, event.name, (f"sha384:{event.digest.hex()}",))
+            for event in release.components
+        ]
+        rule_sets.append((f"release {_label(release)}", pinned))
+    for source, rules in rule_sets:
+        _judge_components(source, rules, components, add)
+    _judge_upstream(facts.components, doc.upstream.allow_remote_hosts, add)
+    reference = _reference(policy, components)
+    if not (reference["boot_chain"] or reference["components"]):
+        unpinned = sorted(
+            {fact.type for fact in components}.union(CORE_COMPONENTS)
+            - set(reference["pinned_types"])
+        )
+        add(
+            "warning",
+            "no_reference_values",
+            "the policy pins neither the boot chain (MRTD, RTMR0-2) nor every measured "
+            f"component (unpinned: {', '.join(unpinned)}): the hardware and its TCB were "
+            "checked, which software runs was not",
+        )
     return Appraisal(
         status=_worst([status for status, _ in findings]),
         reasons=tuple(reason for _, reason in findings),
+        reference=reference,
     )
+
+
+def _label(release: Release) -> str:
+    return f"{release.name} {release.version}"
+
+
+_Add = Callable[[Status, str, str], None]
+
+
+def _judge_components(
+    source: str,
+    rules: Sequence[tuple[str, str | None, tuple[str, ...]]],
+    components: Sequence[ComponentFact],
+    add: _Add,
+) -> None:
+    """Each rule must find its component; and, deny by default, every component of a type the
+    rules pin must match one of that type's rules (name, when the rule has one, and digest).
+    Every event of the log is judged, earlier starts within the boot included."""
+    for kind, name, _ in rules:
+        if not any(f.type == kind and (name is None or f.name == name) for f in components):
+            label = kind + (f" {name}" if name else "")
+            add("contraindicated", "component_missing", f"no {label} component was measured")
+    pinned = {kind for kind, _, _ in rules}
+    for fact in components:
+        if fact.type not in pinned:
+            continue
+        digest = f"sha384:{fact.digest}"
+        if not any(
+            kind == fact.type and (name is None or name == fact.name) and digest in digests
+            for kind, name, digests in rules
+        ):
+            add(
+                "contraindicated",
+                "component_mismatch",
+                f"{fact.type} {fact.name} has digest sha384:{fact.digest[:16]}..., "
+                f"not one {source} allows",
+            )
+
+
+def where_prompts_go(components: Sequence[ComponentFact]) -> dict[str, Any]:
+    """Where the live start (the last ``cllm.config`` event) sends prompts: ``{"scope":
+    "embedded" | "loopback" | "remote" | "unknown", "host": str | None}``."""
+    configs = [fact for fact in components if fact.type == "cllm.config"]
+    if not configs:
+        return {"scope": "unknown", "host": None}
+    return _upstream_of(configs[-1])
+
+
+def _upstream_of(fact: ComponentFact) -> dict[str, Any]:
+    settings = fact.details.get("settings")
+    settings = settings if isinstance(settings, Mapping) else {}
+    scope = settings.get("upstream_scope")
+    host = settings.get("upstream_host")
+    if scope not in ("embedded", "loopback", "remote"):
+        return {"scope": "unknown", "host": None}
+    return {"scope": scope, "host": host if isinstance(host, str) and scope == "remote" else None}
+
+
+def _judge_upstream(components: Sequence[ComponentFact], allowed: Sequence[str], add: _Add) -> None:
+    """Every start's configuration (the whole history) must keep prompts inside the TD, or
+    send them only to a host the policy allows."""
+    configs = [fact for fact in components if fact.type == "cllm.config"]
+    unknown = not configs
+    for fact in configs:
+        upstream = _upstream_of(fact)
+        if upstream["scope"] == "remote" and upstream["host"] not in allowed:
+            add(
+                "contraindicated",
+                "upstream_not_local",
+                f"prompts are forwarded to {str(upstream['host'])[:255]!r}, outside the TD",
+            )
+        unknown = unknown or upstream["scope"] == "unknown"
+    if unknown:
+        add(
+            "warning",
+            "upstream_unknown",
+            "the measured configuration does not say where prompts go",
+        )
+
+
+def _reference(policy: Policy, components: Sequence[ComponentFact]) -> dict[str, Any]:
+    """What the policy pins, judged against the component types the evidence carries."""
+    doc = policy.document
+    boot = all(
+        getattr(doc.td, register) is not None
+        or any(register in release.boot for release in policy.releases)
+        for register in BOOT_REGISTERS
+    )
+    pinned = {rule.type for rule in doc.components}
+    for release in policy.releases:
+        pinned.update(event.type for event in release.components)
+    present = {fact.type for fact in components}
+    return {
+        "boot_chain": boot,
+        "components": set(CORE_COMPONENTS) <= pinned and present <= pinned,
+        "pinned_types": sorted(pinned),
+        "releases": [release.summary() for release in policy.releases],
+    }

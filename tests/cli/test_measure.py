@@ -47,7 +47,8 @@ def test_measure_upstream_engine(
     assert code == 0
     events = parse_event_log(doc["events"])
     assert replay(events)[3].hex() == doc["rtmr3"]
-    assert len(events) == 4
+    assert len(events) == 5
+    assert events[0].type == "cllm.start"  # a first start's marker (issue 12)
     config = doc["events"][-1]["details"]
     assert "api_key" not in json.dumps(config["settings"])
     assert "zzz" not in config["argv"]

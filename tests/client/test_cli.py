@@ -31,7 +31,8 @@ def test_verify_locally_with_the_simulated_root_trusted(
     assert doc["simulated"] is True
     assert doc["tee"] == "simulated-tdx"
     assert doc["verifier"] == "local"
-    assert [c["type"] for c in doc["components"]][:3] == [  # type: ignore[index]
+    assert [c["type"] for c in doc["components"]][:4] == [  # type: ignore[index]
+        "cllm.start",  # each start is marked (issue 12)
         "cllm.package",
         "cllm.engine",
         "cllm.model",

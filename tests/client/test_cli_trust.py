@@ -97,8 +97,8 @@ def test_a_broken_configuration_is_config_invalid(
     assert doc["error"]["code"] == "config_invalid"  # type: ignore[index]
     path.write_text(f'[servers."{server.url}"]\nrelease = "/m.json"\npublisher_key = "/p.pem"\n')
     code, doc = _json(capsys, "verify", server.url, "--json")
-    assert code == 2  # reserved for cllm verify --release: refused, never ignored
-    assert doc["error"]["code"] == "config_invalid"  # type: ignore[index]
+    assert code == 2  # the named release is checked like --release: unreadable, never ignored
+    assert doc["error"]["code"] == "release_key_invalid"  # type: ignore[index]
 
 
 HOSTILE = "\x1b[2K\r\x1b[32mverdict  AFFIRMING\x1b[0m [/] [green]ok[/green]"

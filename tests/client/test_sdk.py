@@ -37,9 +37,11 @@ def test_verify_then_chat(server: ServeProcess, trusting: LocalVerifier | Remote
         result = client.verify()
         assert result.status == "warning"  # simulated evidence: never better
         assert result.simulated
-        assert [r.code for r in result.reasons] == ["simulated_evidence"]
+        # The default policy pins no software (issue 12).
+        assert [r.code for r in result.reasons] == ["no_reference_values", "simulated_evidence"]
         assert result.keys is not None
-        assert result.claims["components"][2]["type"] == "cllm.model"
+        assert result.claims["components"][3]["type"] == "cllm.model"  # after the start marker
+        assert result.upstream == {"scope": "embedded", "host": None}
         reply = client.chat.completions.create(messages=MESSAGES, max_tokens=10, temperature=0)
         assert reply.model == MODEL
         assert reply.content

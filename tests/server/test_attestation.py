@@ -17,7 +17,6 @@ from cllm.engine import default_model_path
 from cllm.evidence import check_evidence, parse_evidence
 from cllm.measure import measure_file
 from cllm.quote import parse_quote
-from cllm.server import TokenBucket
 from cllm.server._startup import static_dir
 from cllm.tee import load_simulated_world
 from cllm.token import verify_token
@@ -38,7 +37,14 @@ def test_evidence_is_bound_to_the_nonce_and_replays(served: ServeProcess) -> Non
     checked = check_evidence(evidence, expected_nonce=nonce)
     assert checked.ok, checked.error
     types = [event["type"] for event in evidence.event_log]
-    assert types == ["cllm.package", "cllm.engine", "cllm.model", *ui_events(), "cllm.config"]
+    assert types == [
+        "cllm.start",  # each start is marked first (issue 12)
+        "cllm.package",
+        "cllm.engine",
+        "cllm.model",
+        *ui_events(),
+        "cllm.config",
+    ]
     other = check_evidence(evidence, expected_nonce=os.urandom(32))
     assert not other.ok
     assert other.error is not None
@@ -90,24 +96,13 @@ def test_the_verifier_appraises_served_evidence(served: ServeProcess, tmp_path: 
     claims = verify_token(response.json()["token"], jwks=jwks, now=int(time.time()))
     assert claims["status"] == "warning"  # simulated: never better
     assert claims["simulated"] is True
-    assert [c["type"] for c in claims["components"]][:3] == [
+    assert [c["type"] for c in claims["components"]][:4] == [
+        "cllm.start",
         "cllm.package",
         "cllm.engine",
         "cllm.model",
     ]
     assert claims["keys"]["hpke_key"] == evidence["binding"]["hpke_key"]
-
-
-def test_token_bucket_limits_bursts_and_refills() -> None:
-    now = [100.0]
-    bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0])
-    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.take() == pytest.approx(0.5)
-    now[0] += 0.5
-    assert bucket.take() == 0.0
-    assert bucket.take() > 0
-    now[0] += 10
-    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
 
 
 def test_cllm_measure_reproduces_the_served_log(

@@ -32,8 +32,11 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         log_path=root / "serve.log",
         env={
             "CLLM_SERVE_MAX_BODY_BYTES": "65536",
-            "CLLM_SERVE_REPORT_BURST": "3",
-            "CLLM_SERVE_REPORT_RATE": "0.2",
+            # One attestation pending per client, refused at once beyond, and quotes slow
+            # enough that a burst from one client overlaps.
+            "CLLM_SERVE_ATTEST_CLIENT_PENDING": "1",
+            "CLLM_SERVE_ATTEST_SHARE_WAIT_MS": "0",
+            "CLLM_SIM_QUOTE_MS": "300",
         },
     )
     yield server
@@ -171,10 +174,19 @@ def test_a_burst_of_64_concurrent_chats_completes_without_errors(
 
 
 def test_attestation_reports_are_rate_limited(guarded: ServeProcess) -> None:
-    codes = [
-        http.get(f"{guarded.url}/v1/attestation/report", params={"nonce": secrets.token_hex(32)})
-        for _ in range(6)
-    ]
+    """One client over its share of pending attestations is told 429, with Retry-After."""
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=600) as client:
+            return await asyncio.gather(
+                *(
+                    client.get("/v1/attestation/report", params={"nonce": secrets.token_hex(32)})
+                    for _ in range(6)
+                )
+            )
+
+    codes = asyncio.run(burst())
+    assert any(r.status_code == 200 for r in codes)
     limited = [r for r in codes if r.status_code == 429]
     assert limited
     assert int(limited[0].headers["retry-after"]) >= 1

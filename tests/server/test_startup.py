@@ -82,6 +82,7 @@ def test_measurement_happens_before_serving(tmp_path: Path) -> None:
         _settings(tmp_path / "state"), argv=["cllm", "serve"], clock=time.time
     )
     assert [e.type for e in report.events] == [
+        "cllm.start",  # each start is marked first (issue 12)
         "cllm.package",
         "cllm.engine",
         "cllm.model",

@@ -179,7 +179,14 @@ def test_front_measures_what_it_was_told(
         nonce = "ab" * 32
         evidence = http.get(f"{front.url}/v1/attestation/report", params={"nonce": nonce}).json()
         events = {e["type"]: e for e in evidence["event_log"]}
-        expected = {"cllm.package", "cllm.engine", "cllm.model", *ui_events(), "cllm.config"}
+        expected = {
+            "cllm.start",  # each start is marked (issue 12)
+            "cllm.package",
+            "cllm.engine",
+            "cllm.model",
+            *ui_events(),
+            "cllm.config",
+        }
         assert set(events) == expected
         assert events["cllm.model"]["details"]["method"] == model_method
         assert events["cllm.engine"]["details"]["method"] == "file"

@@ -40,8 +40,16 @@ class Service:
         backend = SimulatedTdBackend(self.world, debug=debug)
         log = EventLog(rtmr3_extender(backend))
         for kind in ("package", "model", "config"):
+            # The config says where prompts go (issue 12: else upstream_unknown).
+            details = {"settings": {"upstream_scope": "embedded"}} if kind == "config" else {}
             log.append(
-                Event(rtmr=3, type=f"cllm.{kind}", name=kind, digest=bytes([len(kind)]) * 48)
+                Event(
+                    rtmr=3,
+                    type=f"cllm.{kind}",
+                    name=kind,
+                    digest=bytes([len(kind)]) * 48,
+                    details=details,  # type: ignore[arg-type]
+                )
             )
         nonce = secrets.token_bytes(32)
         evidence = build_evidence(
@@ -72,7 +80,10 @@ def test_simulated_evidence_is_at_best_warning(trusting: Service) -> None:
     evidence, nonce = trusting.evidence()
     claims = trusting.attest(evidence, nonce)
     assert claims["status"] == "warning"
-    assert [r["code"] for r in claims["reasons"]] == ["simulated_evidence"]
+    # Issue 12: the default policy pins no software, and says so.
+    assert [r["code"] for r in claims["reasons"]] == ["no_reference_values", "simulated_evidence"]
+    assert claims["reference"]["components"] is False
+    assert claims["upstream"] == {"scope": "embedded", "host": None}
     assert claims["simulated"] is True
     assert claims["tee"] == "simulated-tdx"
     assert claims["nonce"] == nonce.hex()
@@ -132,7 +143,7 @@ def test_debug_td_is_contraindicated(trusting: Service) -> None:
     evidence, nonce = trusting.evidence(debug=True)
     claims = trusting.attest(evidence, nonce)
     assert claims["status"] == "contraindicated"
-    assert [r["code"] for r in claims["reasons"]] == ["debug_td"]
+    assert [r["code"] for r in claims["reasons"]] == ["debug_td", "no_reference_values"]
     assert claims["td"]["debug"] is True
 
 
@@ -168,7 +179,8 @@ def test_policy_mismatch(tmp_path: Path) -> None:
     evidence, nonce = service.evidence()
     claims = service.attest(evidence, nonce, policy="pinned")
     assert claims["status"] == "contraindicated"
-    assert [r["code"] for r in claims["reasons"]] == ["component_mismatch"]
+    # One pinned type is not pinned software (issue 12): no_reference_values as well.
+    assert [r["code"] for r in claims["reasons"]] == ["component_mismatch", "no_reference_values"]
     assert claims["policy"]["id"] == "pinned"
     listed = service.client.get("/v1/policies").json()["policies"]
     assert [p["id"] for p in listed] == ["default", "pinned"]

@@ -20,13 +20,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import hostile_chains as hc
+from cllm.appraisal import _appraise
 from cllm.client import LocalVerifier
 from cllm.errors import CollateralFormatError
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
 from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
 from cllm.token import verify_token
-from cllm.verifier import VerifierSettings, _appraise, create_app, load_state
+from cllm.verifier import VerifierSettings, create_app, load_state
 from cllm.verify import Collateral
 from serving import free_port
 

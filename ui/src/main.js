@@ -3,6 +3,7 @@
 // checked here. Token and evidence values are only ever set as text (textContent).
 import { renderMarkdown } from "./markdown.js";
 import { attest, normaliseVerifier } from "./protocol/attest.js";
+import { pinning, upstreamText } from "./protocol/reference.js";
 import { streamChat } from "./protocol/chat.js";
 import { clearChats, deleteChat, loadChats, saveChat, settings } from "./store.js";
 import {
@@ -107,6 +108,7 @@ const COMPONENT_LABELS = {
   "cllm.model": "Model",
   "cllm.ui": "UI",
   "cllm.config": "Configuration",
+  "cllm.start": "Start marker",
 };
 
 function row(term, value, { mono = false } = {}) {
@@ -137,6 +139,8 @@ function renderDetails(result) {
     ),
     ...row("Collateral expires", timeOrDash(claims?.tcb?.collateral_expires)),
     ...row("Policy", claims?.policy ? `${claims.policy.id} (sha256 ${claims.policy.sha256})` : "—"),
+    ...row("Software", claims ? pinning(claims).text : "—"),
+    ...row("Prompts", claims ? upstreamText(claims) : "—"),
     ...row("Verifier", result.verifier || "—", { mono: true }),
     ...row("Verifier key", result.verifierKey || "—", { mono: true }),
     ...row("Checked at", result.checkedAt ? utc(new Date(result.checkedAt)) : "—"),
@@ -173,7 +177,20 @@ function renderDetails(result) {
   if (claims?.td && typeof claims.td === "object") {
     parts.push(el("h3", { text: "Trust domain" }));
     const td = el("dl", { className: "kv" });
-    for (const name of ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mr_seam", "td_attributes"]) {
+    for (const name of [
+      "mrtd",
+      "rtmr0",
+      "rtmr1",
+      "rtmr2",
+      "rtmr3",
+      "mr_seam",
+      "td_attributes",
+      "xfam",
+      "mrservicetd",
+      "mrconfigid",
+      "mrowner",
+      "mrownerconfig",
+    ]) {
       td.append(...row(name.toUpperCase().replace("_", " "), claims.td[name], { mono: true }));
     }
     td.append(...row("Debug", claims.td.debug === false ? "off" : String(claims.td.debug)));
@@ -245,6 +262,11 @@ async function runAttestation() {
   });
   const result = await checkServer(check);
   if (check === state.check) setAttestation(result);
+  if (result.temporary) {
+    setTimeout(() => {
+      if (check === state.check) runAttestation();
+    }, 10_000);
+  }
 }
 
 async function checkServer(check) {
@@ -283,7 +305,8 @@ function sendBlockReason() {
   if (a.state === "pending") return { text: "Sending is paused until the attestation check ends." };
   if (secondsLeft(a) <= 0) return { text: "Sending is paused: the verdict expired and is being renewed." };
   // Through cllm proxy nothing goes to an unverified server at all: no offer to try.
-  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" };
+  // Busy (429/503) is no verdict: never an offer to go unprotected for it either.
+  if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" && !a.temporary };
   if (!a.keys) return { text: "Sending is blocked: no attested keys." };
   return null;
 }
@@ -539,7 +562,7 @@ function wire() {
   ui.stop.addEventListener("click", stopStreaming);
   ui.newChat.addEventListener("click", startNewChat);
   ui.continueUnprotected.addEventListener("click", () => {
-    if (!state.chat || state.attestation.state !== "red") return;
+    if (!state.chat || state.attestation.state !== "red" || state.attestation.temporary) return;
     state.chat.unprotected = true;
     updateComposer();
     ui.prompt.focus();

@@ -258,6 +258,14 @@ describe("attest", () => {
     status: "affirming",
     reasons: [],
     keys: { nonce, signing_key: binding.signing_key, hpke_key: binding.hpke_key, tls_spki_sha256: null },
+    tcb: { status: "UpToDate" },
+    policy: { id: "cllm-1", sha256: "00".repeat(32) },
+    reference: {
+      boot_chain: false,
+      components: true,
+      releases: [{ name: "cllm", version: "1.0", publisher_key_sha256: "ab".repeat(32) }],
+    },
+    upstream: { scope: "embedded", host: null },
   };
 
   async function run({ claims = {}, evidenceDoc = evidence, verifierDown = false, mangle } = {}) {
@@ -286,6 +294,45 @@ describe("attest", () => {
     assert.equal(result.state, "green");
     assert.equal(toHex(result.keys.hpkeKey), hpke.pk_r);
     assert.equal(result.verifier, "http://verifier");
+    // It says exactly what was checked: the TCB, what was pinned by whom, where prompts go.
+    assert.match(result.reason, /TCB UpToDate/);
+    assert.match(result.reason, /every component/);
+    assert.match(result.reason, /release cllm 1\.0 signed by publisher key sha256:abababab/);
+    assert.match(result.reason, /inside the TD/);
+    assert.doesNotMatch(result.reason, /published/);
+  });
+
+  it("is never green when the software was not pinned", async () => {
+    const unpinned = { boot_chain: false, components: false, releases: [] };
+    const warning = await run({
+      claims: {
+        status: "warning",
+        policy: { id: "default" },
+        reference: unpinned,
+        reasons: [{ code: "no_reference_values", message: "m" }],
+      },
+    });
+    assert.equal(warning.state, "amber");
+    assert.equal(warning.label, "Not pinned");
+    assert.match(warning.reason, /not pinned/);
+    assert.match(warning.reason, /“default”/);
+    // An "affirming" that does not say what was pinned (an older or careless verifier).
+    for (const reference of [unpinned, undefined]) {
+      const result = await run({ claims: { reference } });
+      assert.equal(result.state, "amber");
+      assert.equal(result.label, "Not pinned");
+    }
+  });
+
+  it("says where prompts go", async () => {
+    const remote = await run({
+      claims: { status: "warning", upstream: { scope: "remote", host: "gpu.example" } },
+    });
+    assert.match(remote.reason, /forwarded to gpu\.example, outside the TD/);
+    const loopback = await run({ claims: { upstream: { scope: "loopback", host: null } } });
+    assert.match(loopback.reason, /loopback/);
+    const unknown = await run({ claims: { upstream: undefined } });
+    assert.match(unknown.reason, /not stated/);
   });
 
   it("is amber for simulated or warning evidence", async () => {

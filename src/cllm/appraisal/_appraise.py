@@ -14,9 +14,19 @@ from typing import Any, Final
 
 from cllm.appraisal._collateral_source import CollateralSource
 from cllm.appraisal._freshness import collateral_findings, freshest
+from cllm.appraisal._reuse import DcapReuse
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
-from cllm.policy import Appraisal, ComponentFact, Facts, Policy, Reason, Status, appraise
+from cllm.policy import (
+    Appraisal,
+    ComponentFact,
+    Facts,
+    Policy,
+    Reason,
+    Status,
+    appraise,
+    where_prompts_go,
+)
 from cllm.quote import Quote
 from cllm.verify import Collateral, QuoteVerifier, VerificationResult
 
@@ -81,6 +91,7 @@ class EvidenceAppraiser:
         self._intel = intel
         self._simulated = simulated  # only with --trust-simulated-root
         self._collateral = collateral
+        self._dcap = DcapReuse()  # one batch's clients share a quote: its DCAP work once
 
     def appraise(
         self, document: Mapping[str, Any], *, nonce: bytes, policy: Policy, at: int
@@ -94,8 +105,10 @@ class EvidenceAppraiser:
             appraisal = _contraindicated(
                 "internal_error", f"unexpected {type(exc).__name__} during appraisal"
             )
-        if claims["simulated"] and appraisal.status == "affirming":
-            # Simulated evidence is trusted only because the operator said so: never affirming.
+        claims["reference"] = dict(appraisal.reference) or None
+        if claims["simulated"] and appraisal.status != "contraindicated":
+            # Simulated evidence is trusted only because the operator said so: never affirming,
+            # and always said.
             appraisal = Appraisal(
                 status="warning",
                 reasons=(
@@ -137,6 +150,11 @@ class EvidenceAppraiser:
             {"type": event.type, "name": event.name, "digest": event.digest.hex()}
             for event in check.events
         ]
+        component_facts = tuple(
+            ComponentFact(event.type, event.name, event.digest.hex(), event.details)
+            for event in check.events
+        )
+        claims["upstream"] = where_prompts_go(component_facts)
         # Every check that can run does, so the reasons name all findings (a real quote with a
         # foreign binding still reports its TCB).
         reasons: list[Reason] = []
@@ -161,7 +179,9 @@ class EvidenceAppraiser:
         except CllmError as exc:
             reasons.append(Reason(exc.code, exc.message))
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
-        result = verifier.verify(check.quote, collateral, at=at)
+        result = self._dcap.verify(
+            verifier, quote_bytes=evidence.quote, quote=check.quote, collateral=collateral, at=at
+        )
         claims["tcb"] = _tcb_claims(result)
         tcb_status, td_facts = result.tcb_status, result.td
         if not result.ok or tcb_status is None or td_facts is None:
@@ -184,9 +204,13 @@ class EvidenceAppraiser:
             sept_ve_disable=td_facts.sept_ve_disable,
             mrtd=body.mrtd.hex(),
             rtmrs=(body.rtmr0.hex(), body.rtmr1.hex(), body.rtmr2.hex(), body.rtmr3.hex()),
-            components=tuple(
-                ComponentFact(event.type, event.name, event.digest.hex()) for event in check.events
-            ),
+            components=component_facts,
+            td_attributes=int.from_bytes(body.td_attributes, "little"),
+            xfam=body.xfam.hex(),
+            mrconfigid=body.mr_config_id.hex(),
+            mrowner=body.mr_owner.hex(),
+            mrownerconfig=body.mr_owner_config.hex(),
+            mrservicetd=body.mr_servicetd.hex() if body.mr_servicetd is not None else None,
         )
         return appraise(policy, facts)
 
@@ -210,6 +234,8 @@ def _base_claims(*, nonce: bytes, policy: Policy) -> dict[str, Any]:
         "components": [],
         "keys": None,
         "policy": {"id": policy.id, "sha256": policy.sha256},
+        "reference": None,
+        "upstream": {"scope": "unknown", "host": None},
     }
 
 
@@ -225,6 +251,10 @@ def _td_claims(quote: Quote) -> dict[str, Any]:
         "xfam": body.xfam.hex(),
         "mr_seam": body.mr_seam.hex(),
         "debug": body.debug,
+        "mrconfigid": body.mr_config_id.hex(),
+        "mrowner": body.mr_owner.hex(),
+        "mrownerconfig": body.mr_owner_config.hex(),
+        "mrservicetd": body.mr_servicetd.hex() if body.mr_servicetd is not None else None,
     }
 
 

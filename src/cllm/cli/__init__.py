@@ -44,6 +44,10 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
         "and the web UI on this machine, end-to-end encrypted",
     ),
     "trust": ("_trust", "your trust configuration: how each server is verified"),
+    "release": (
+        "_release",
+        "signed release manifests: the reference values a publisher vouches for",
+    ),
 }
 
 

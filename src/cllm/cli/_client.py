@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -39,19 +40,27 @@ def _verifier(args: argparse.Namespace) -> Verifier:
     if args.verifier_key and not args.verifier:
         raise CllmError("--verifier-key pins a --verifier's key", code="usage")
     if args.verifier:
-        if args.policy or args.collateral_dir or args.trust_simulated_root:
+        if args.policy or args.collateral_dir or args.trust_simulated_root or args.release:
             raise CllmError(
-                "--policy, --collateral-dir and --trust-simulated-root are for --local; "
-                "a verifier service uses its own (choose its policy with --policy-id)",
+                "--policy, --release, --collateral-dir and --trust-simulated-root are for "
+                "--local; a verifier service uses its own (choose its policy with --policy-id)",
                 code="usage",
             )
         pin = parse_verifier_key(args.verifier_key) if args.verifier_key else None
         return RemoteVerifier(args.verifier, policy_id=args.policy_id, key_pin=pin)
+    if bool(args.release) != bool(args.publisher_key):
+        raise CllmError("--release and --publisher-key go together", code="usage")
     policy: Policy | None = None
     if args.policy:
-        policy = parse_policy(read_file(args.policy, "policy"), policy_id=Path(args.policy).stem)
+        policy = parse_policy(
+            read_file(args.policy, "policy"),
+            policy_id=Path(args.policy).stem,
+            base_dir=Path(args.policy).parent,
+        )
     return LocalVerifier(
         policy=policy,
+        release=Path(args.release) if args.release else None,
+        publisher_key=Path(args.publisher_key) if args.publisher_key else None,
         trust_simulated_root=Path(args.trust_simulated_root) if args.trust_simulated_root else None,
         collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
         pccs_url=args.pccs_url,
@@ -102,6 +111,10 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
         "td_attributes",
         "xfam",
         "debug",
+        "mrservicetd",
+        "mrconfigid",
+        "mrowner",
+        "mrownerconfig",
     ):
         if name in td:
             row(name, td[name])
@@ -115,10 +128,46 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
         row(name, keys.get(name))
     policy = claims.get("policy") or {}
     row("policy", f"{policy.get('id')} (sha256 {policy.get('sha256')})")
+    # Text, not markup, control characters escaped: these carry server-chosen strings.
+    row("software", describe_reference(claims.get("reference")))
+    row("prompts go to", describe_upstream(result.upstream))
     console.print(table)
     # Last, after everything the server or verifier chose: the verdict once more, so nothing
     # printed above can leave a different last word on the screen.
     console.print(Text("verdict  ") + verdict.copy())
+
+
+def describe_reference(reference: object) -> str:
+    """What the verdict says about the software, in words: pinned by which release (and whose
+    key), by the policy, or not at all."""
+    if not isinstance(reference, dict):
+        return "not appraised"
+    pinned = [
+        what
+        for what, key in (("boot chain", "boot_chain"), ("every component", "components"))
+        if reference.get(key) is True
+    ]
+    releases = [
+        f"release {r.get('name')} {r.get('version')} signed by publisher key "
+        f"sha256:{str(r.get('publisher_key_sha256'))[:16]}…"
+        for r in reference.get("releases") or []
+        if isinstance(r, dict)
+    ]
+    if not pinned:
+        return "NOT PINNED: no reference values, so which software runs was not checked"
+    by = "; ".join(releases) if releases else "the policy's own reference values"
+    return f"pinned ({', '.join(pinned)}) by {by}"
+
+
+def describe_upstream(upstream: Mapping[str, Any]) -> str:
+    scope = upstream.get("scope")
+    if scope == "embedded":
+        return "the embedded engine, inside the TD"
+    if scope == "loopback":
+        return "an engine on the TD's loopback interface, inside the TD"
+    if scope == "remote":
+        return f"REMOTE host {str(upstream.get('host'))[:255]}, outside the TD"
+    return "unknown (the measured configuration does not say)"
 
 
 def _exit_code(status: str, *, strict: bool) -> int:
@@ -197,6 +246,8 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
             Text(f"verified: {result.status}{note}", style=colour)
             + Text("; messages are end-to-end encrypted")
         )
+        err.print(Text("software: " + describe_reference(result.claims.get("reference"))))
+        err.print(Text("prompts go to: " + describe_upstream(result.upstream)))
         return _converse(client, args, err)
 
 
@@ -274,6 +325,16 @@ def _add_verification_flags(parser: argparse.ArgumentParser) -> None:
         help="--verifier: pin its token key (RFC 7638 thumbprint, or a PEM/JWK, inline or a file)",
     )
     parser.add_argument("--policy", metavar="FILE", help="--local: appraisal policy (TOML)")
+    parser.add_argument(
+        "--release",
+        metavar="MANIFEST",
+        help="--local: a signed release manifest whose reference values must match",
+    )
+    parser.add_argument(
+        "--publisher-key",
+        metavar="PUB_PEM",
+        help="--local: the release publisher's Ed25519 public key (PEM) you trust",
+    )
     parser.add_argument(
         "--policy-id", default="default", help="--verifier: the service's policy id"
     )

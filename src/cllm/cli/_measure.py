@@ -15,6 +15,7 @@ from cllm.engine import default_model_path
 from cllm.errors import CllmError, EventLogError, MeasurementError
 from cllm.measure import (
     ENGINES,
+    Event,
     OllamaModel,
     Rtmrs,
     measure_startup,
@@ -24,9 +25,10 @@ from cllm.measure import (
     replay,
     replay_ccel,
     replay_dstack,
+    start_marker,
 )
 
-__all__ = ["register", "replay_file"]
+__all__ = ["add_measure_inputs", "measure_events", "register", "replay_file"]
 
 
 def _ollama_root() -> Path:
@@ -53,31 +55,35 @@ def _load_config(path: str | None) -> tuple[dict[str, Any], list[str]]:
     return doc, []
 
 
+def measure_events(args: argparse.Namespace, *, show_progress: bool) -> tuple[Event, ...]:
+    """What a fresh ``cllm serve`` with these inputs extends, start marker first."""
+    settings, argv = _load_config(args.config)
+    model: Path | OllamaModel | None
+    if args.engine == "ollama":
+        if not args.model:
+            raise MeasurementError("--engine ollama needs --model NAME[:TAG]", code="model_missing")
+        model = OllamaModel.parse(args.model, root=Path(args.ollama_models or _ollama_root()))
+    elif args.engine == "openai":
+        # As `cllm serve --model-path`: the upstream's weights, when they are measured.
+        model = Path(args.model) if args.model else None
+    else:
+        model = Path(args.model) if args.model else default_model_path()
+    events = measure_startup(
+        model=model,
+        settings=settings,
+        argv=argv,
+        engine=args.engine,
+        engine_paths=[Path(path) for path in args.measure],
+        ui_dir=Path(args.ui) if args.ui else None,
+        show_progress=show_progress,
+        console=Console(stderr=True),
+    )
+    return (start_marker(0), *events)
+
+
 def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
     try:
-        settings, argv = _load_config(args.config)
-        model: Path | OllamaModel | None
-        if args.engine == "ollama":
-            if not args.model:
-                raise MeasurementError(
-                    "--engine ollama needs --model NAME[:TAG]", code="model_missing"
-                )
-            model = OllamaModel.parse(args.model, root=Path(args.ollama_models or _ollama_root()))
-        elif args.engine == "openai":
-            # As `cllm serve --model-path`: the upstream's weights, when they are measured.
-            model = Path(args.model) if args.model else None
-        else:
-            model = Path(args.model) if args.model else default_model_path()
-        events = measure_startup(
-            model=model,
-            settings=settings,
-            argv=argv,
-            engine=args.engine,
-            engine_paths=[Path(path) for path in args.measure],
-            ui_dir=Path(args.ui) if args.ui else None,
-            show_progress=not args.json,
-            console=Console(stderr=True),
-        )
+        events = measure_events(args, show_progress=not args.json)
     except CllmError as exc:
         return report_error(exc, as_json=args.json, console=console)
     rtmr3 = replay(events)[3].hex()
@@ -176,6 +182,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "measure",
         help="compute the events and RTMR3 `cllm serve` extends, offline (reference values)",
     )
+    add_measure_inputs(measure)
+    measure.add_argument("--json", action="store_true", help="machine-readable output")
+    measure.set_defaults(handler=_cmd_measure)
+    _register_eventlog(commands)
+
+
+def add_measure_inputs(measure: argparse.ArgumentParser) -> None:
+    """The inputs of ``cllm measure`` (also ``cllm release create``'s)."""
     measure.add_argument(
         "--model",
         metavar="PATH",
@@ -197,9 +211,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     measure.add_argument("--ui", metavar="DIR", help="built UI assets directory to measure")
     measure.add_argument("--ollama-models", metavar="DIR", help="Ollama models directory")
-    measure.add_argument("--json", action="store_true", help="machine-readable output")
-    measure.set_defaults(handler=_cmd_measure)
 
+
+def _register_eventlog(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     eventlog = commands.add_parser("eventlog", help="event logs: replay to RTMR values")
     actions = eventlog.add_subparsers(dest="eventlog_command", metavar="ACTION", required=True)
     replay_cmd = actions.add_parser("replay", help="replay an event log to RTMR0..RTMR3")

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cllm.cli._common import EXIT_OK, report_error, require_extra, settings_error
+from cllm.cli._common import EXIT_OK, print_json, report_error, require_extra, settings_error
 from cllm.errors import CllmError
+from cllm.measure import drop_secrets, redact_argv
 from cllm.tee import default_state_dir
 
 __all__ = ["register"]
@@ -52,8 +56,26 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"TEE     [{colour}]{report.tee}[/{colour}] ({report.tee_reason})")
     console.print(f"GPU     {report.gpu} ({escape(report.gpu_reason)})")
     console.print(f"engine  {report.engine}, model {report.model}")
+    config = next((e for e in reversed(report.events) if e.type == "cllm.config"), None)
+    settings = config.details.get("settings") if config is not None else None
+    if isinstance(settings, Mapping):
+        where = str(settings.get("upstream_scope"))
+        if where == "remote":
+            where = f"[bold red]remote: {escape(str(settings.get('upstream_host')))}[/bold red]"
+        console.print(f"prompts {where}; bytecode {escape(str(settings.get('bytecode')))}")
     console.print(f"verifier {verifier or '(none configured)'}")
     console.print(f"serving on [bold]{url}[/bold]")
+
+
+def _attestation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The attestation flags that were given (the rest come from CLLM_SERVE_* or defaults)."""
+    given = {
+        "attest_batch_max": args.attest_batch_max,
+        "attest_batch_wait_ms": args.attest_batch_wait_ms,
+        "attest_client_pending": args.attest_client_pending,
+        "trusted_proxy_header": args.trusted_proxy_header,
+    }
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
@@ -68,7 +90,8 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
     from cllm.server import ServeSettings, build_runtime, create_app
     from cllm.server._guard import error_body
-    from cllm.server._startup import static_dir
+    from cllm.server._scope import measured_code_trees, require_unreadable_bytecode
+    from cllm.server._startup import measured_settings, static_dir
     from cllm.server._tls import InMemoryTls, self_signed_tls
 
     tls: InMemoryTls | None = None
@@ -80,6 +103,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             model=args.model,
             model_path=Path(args.model_path) if args.model_path else None,
             upstream=args.upstream,
+            allow_remote_upstream=args.allow_remote_upstream,
             measure=tuple(Path(p) for p in args.measure),
             ollama_models=Path(args.ollama_models) if args.ollama_models else None,
             tee=args.tee,
@@ -103,16 +127,25 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             default_max_tokens=args.default_max_tokens,
             max_queue=args.max_queue,
             cors_origins=tuple(args.cors_origin),
+            **_attestation_settings(args),
         )
+        # Before anything is measured: the measured source must be what runs.
+        bytecode = require_unreadable_bytecode(measured_code_trees(settings.engine))
+        argv = ["cllm", *(arg for arg in sys.argv[1:] if arg != "--print-config")]
+        if args.print_config:
+            config = measured_settings(settings, bytecode=bytecode)
+            print_json({"settings": drop_secrets(config), "argv": redact_argv(argv)})
+            return EXIT_OK
         limits = effective_limits(settings, nofile=raise_nofile_limit())
         if settings.tls_self_signed:
             tls = self_signed_tls(settings.host, now=datetime.datetime.now(datetime.UTC))
         runtime, report = build_runtime(
             settings,
-            argv=["cllm", *sys.argv[1:]],
+            argv=argv,
             clock=time.time,
             tls_cert_pem=tls.cert_pem if tls else None,
             console=console,
+            bytecode=bytecode,
         )
     except ValidationError as exc:
         return report_error(settings_error(exc), as_json=False, console=console)
@@ -126,6 +159,10 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         verifier=settings.verifier,
     )
     app = create_app(runtime, static_dir=settings.ui_dir or static_dir())
+    # Everything built so far lives as long as the server: keep the garbage collector from
+    # re-scanning it on every collection (shorter pauses, a tighter attestation latency tail).
+    gc.collect()
+    gc.freeze()
     try:
         run_guarded(
             app,
@@ -175,6 +212,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--model-path", metavar="PATH", help="openai engine: the model's files, measured as model"
     )
     serve.add_argument("--upstream", metavar="URL", help="the Ollama or OpenAI-compatible server")
+    serve.add_argument(
+        "--allow-remote-upstream",
+        action="store_true",
+        help="forward prompts to an upstream off this machine's loopback (they leave the TD; "
+        "verifiers say upstream_not_local unless their policy allows the host)",
+    )
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the configuration the cllm.config event would record (JSON for "
+        "`cllm measure --config` / `cllm release create --config`) and exit",
+    )
     serve.add_argument(
         "--measure",
         action="append",
@@ -256,5 +305,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ORIGIN",
         help="allow browser pages from ORIGIN (e.g. https://chat.example.com) to call the "
         "APIs; repeatable; default none",
+    )
+    serve.add_argument(
+        "--attest-batch-max",
+        type=int,
+        metavar="N",
+        help="nonces answered by one quote, at most (default 1024; 1: one quote per nonce)",
+    )
+    serve.add_argument(
+        "--attest-batch-wait-ms",
+        type=float,
+        metavar="MS",
+        help="how long a batch waits for more nonces once the quote slot is free (default 2)",
+    )
+    serve.add_argument(
+        "--attest-client-pending",
+        type=int,
+        metavar="N",
+        help="attestation requests one client may have pending before 429 (default 4)",
+    )
+    serve.add_argument(
+        "--trusted-proxy-header",
+        metavar="NAME",
+        help="count attestation clients by this header's last address (e.g. X-Forwarded-For), "
+        "set by a reverse proxy you run; only then",
     )
     serve.set_defaults(handler=_cmd_serve)

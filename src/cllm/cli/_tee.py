@@ -7,8 +7,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from cllm.cli._common import (
     EXIT_OK,
@@ -19,7 +22,14 @@ from cllm.cli._common import (
     report_error,
 )
 from cllm.errors import CllmError
-from cllm.evidence import NONCE_SIZE, Binding, build_evidence, check_evidence, parse_evidence
+from cllm.evidence import (
+    NONCE_SIZE,
+    Binding,
+    Evidence,
+    build_evidence,
+    check_evidence,
+    parse_evidence,
+)
 from cllm.measure import (
     CLLM_DISTRIBUTION,
     Event,
@@ -43,6 +53,9 @@ from cllm.verify import (
     intel_root,
     load_collateral,
 )
+
+if TYPE_CHECKING:
+    from cllm.verifier import Verdict
 
 __all__ = ["register"]
 
@@ -134,8 +147,19 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     dcap = QuoteVerifier(trust_root=root).verify(evidence.quote, collateral, at=at)
     ok = check.ok and dcap.ok
     error = check.error or dcap.error
+    try:
+        verdict = _verdict(args, evidence, collateral, at=at)
+    except CllmError as exc:
+        return report_error(exc, as_json=args.json, console=console)
     doc = {
         "ok": ok,
+        # The verdict every verifier gives (cllm.policy): "affirming" only with the software
+        # pinned by reference values.
+        "status": verdict.status,
+        "reasons": [reason.to_json() for reason in verdict.reasons],
+        "policy": verdict.claims["policy"],
+        "reference": verdict.claims["reference"],
+        "upstream": verdict.claims["upstream"],
         "tee": evidence.tee,
         "error": {"code": error.code, "message": error.message} if error else None,
         "evidence_steps": [step.to_dict() for step in check.steps],
@@ -149,11 +173,52 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(doc)
     else:
-        verdict = "[green]verified[/green]" if ok else "[red]rejected[/red]"
+        checked = "[green]verified[/green]" if ok else "[red]rejected[/red]"
         console.print(
-            f"{verdict} ({evidence.tee})" + (f": [{error.code}] {error.message}" if error else "")
+            f"{checked} ({evidence.tee})"
+            + (escape(f": [{error.code}] {error.message}") if error else "")
         )
-    return EXIT_OK if ok else EXIT_REJECTED
+        colour = {"affirming": "green", "warning": "yellow"}.get(verdict.status, "red")
+        console.print(Text(f"verdict {verdict.status.upper()}", style=f"bold {colour}"))
+        for reason in verdict.reasons:
+            console.print(Text(f"  - {reason.code}: {reason.message}"))
+    return EXIT_OK if ok and verdict.status != "contraindicated" else EXIT_REJECTED
+
+
+def _verdict(
+    args: argparse.Namespace, evidence: Evidence, collateral: Collateral, *, at: int
+) -> Verdict:
+    """The shared appraisal (``EvidenceAppraiser``) under ``--policy`` / ``--release``, with
+    the collateral chosen above carried in the document."""
+    from cllm.policy import default_policy, parse_policy
+    from cllm.release import load_release
+    from cllm.verifier import CollateralSource, EvidenceAppraiser
+
+    if bool(args.release) != bool(args.publisher_key):
+        raise CllmError("--release and --publisher-key go together", code="usage")
+    policy = (
+        parse_policy(
+            read_file(args.policy, "policy"),
+            policy_id=Path(args.policy).stem,
+            base_dir=Path(args.policy).parent,
+        )
+        if args.policy
+        else default_policy()
+    )
+    if args.release:
+        policy = policy.with_release(
+            load_release(Path(args.release), publisher_key=Path(args.publisher_key))
+        )
+    simulated = None
+    if args.trust_simulated_root:
+        simulated = QuoteVerifier(trust_root=simulation_trust_root(Path(args.trust_simulated_root)))
+    appraiser = EvidenceAppraiser(
+        intel=QuoteVerifier(trust_root=intel_root()),
+        simulated=simulated,
+        collateral=CollateralSource(offline_dir=None, fetcher=None),
+    )
+    document = {**evidence.to_json(), "collateral": collateral.to_json_dict()}
+    return appraiser.appraise(document, nonce=args.nonce, policy=policy, at=at)
 
 
 def _add_common(parser: argparse.ArgumentParser, *, sys_root: bool, state_dir: bool) -> None:
@@ -211,5 +276,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="accept quotes of this simulation root and the simulated QE (never Intel's)",
     )
     check.add_argument("--at", type=int, metavar="UNIX_SECONDS", help="evaluation time")
+    check.add_argument("--policy", metavar="FILE", help="appraisal policy (default: default)")
+    check.add_argument("--release", metavar="MANIFEST", help="a signed release manifest")
+    check.add_argument("--publisher-key", metavar="PUB_PEM", help="the release's publisher")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=_cmd_check)

@@ -15,7 +15,7 @@ the user's machine and never taken from the server.
 ``cllm trust add`` / ``cllm trust show`` write and print it; ``cllm verify``, ``cllm chat`` and
 ``cllm proxy`` read it, their flags overriding it; the SDK reads it with ``TrustConfig.load()``
 and ``trusted_verifier``. ``release`` and ``publisher_key`` (a signed release manifest and its
-publisher's key, in place of a policy) are reserved for ``cllm verify --release``.
+publisher's key, in place of a policy) are checked by the local verifier (``--release``).
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class TrustEntry:
     collateral_dir: str | None = None
     pccs_url: str | None = None
     strict: bool | None = None
-    release: str | None = None  # reserved: signed release manifest (cllm verify --release)
-    publisher_key: str | None = None  # reserved: the manifest publisher's public key
+    release: str | None = None  # signed release manifest (cllm verify --release)
+    publisher_key: str | None = None  # the manifest publisher's public key
 
     def __post_init__(self) -> None:
         local_only = [
@@ -221,15 +221,9 @@ class TrustConfig:
 
 def trusted_verifier(url: str, *, config: TrustConfig | None = None) -> Verifier:
     """The ``Verifier`` the user's configuration names for the server at ``url`` (the local
-    verifier with the default policy when it names none). Raises ``config_invalid`` for an
-    entry this build cannot honour (a release manifest before ``--release`` exists)."""
+    verifier with the default policy when it names none; with its signed release manifest and
+    publisher key when it names one)."""
     entry = (config or TrustConfig.load()).for_url(url) or TrustEntry(url=url)
-    if entry.release is not None:
-        raise CllmError(
-            f"{entry.url}: release manifests are verified by `cllm verify --release`, which "
-            "this SDK entry point does not do yet",
-            code="config_invalid",
-        )
     if entry.verifier is not None:
         pin = parse_verifier_key(entry.verifier_key) if entry.verifier_key else None
         return RemoteVerifier(entry.verifier, policy_id=entry.policy_id or "default", key_pin=pin)
@@ -249,4 +243,6 @@ def trusted_verifier(url: str, *, config: TrustConfig | None = None) -> Verifier
         else None,
         collateral_dir=Path(entry.collateral_dir) if entry.collateral_dir else None,
         pccs_url=entry.pccs_url,
+        release=entry.release,
+        publisher_key=entry.publisher_key,
     )

@@ -8,11 +8,12 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx
 import jwt
@@ -22,8 +23,9 @@ from cllm.client._channel import PinnedKeys
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
-from cllm.evidence import NONCE_SIZE, parse_evidence
+from cllm.evidence import NONCE_SIZE, check_batch, parse_evidence
 from cllm.policy import Policy, Reason, default_policy
+from cllm.release import PublisherKey, Release, load_release
 from cllm.tee import simulation_trust_root
 from cllm.token import verify_token
 from cllm.verify import (
@@ -73,12 +75,44 @@ class Verification:
     def simulated(self) -> bool:
         return bool(self.claims.get("simulated"))
 
+    @property
+    def upstream(self) -> Mapping[str, Any]:
+        """Where the server sends prompts, as its measured configuration says: ``{"scope":
+        "embedded" | "loopback" | "remote" | "unknown", "host": str | None}``."""
+        upstream = self.claims.get("upstream")
+        if isinstance(upstream, Mapping) and upstream.get("scope") in (
+            "embedded",
+            "loopback",
+            "remote",
+        ):
+            return upstream
+        return {"scope": "unknown", "host": None}
+
+    @property
+    def pinned(self) -> bool:
+        """True when the verdict rests on reference values (boot chain or every component)."""
+        reference = self.claims.get("reference")
+        return isinstance(reference, Mapping) and bool(
+            reference.get("boot_chain") or reference.get("components")
+        )
+
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "status": self.status,
             "reasons": [reason.to_json() for reason in self.reasons],
         }
-        for name in ("tee", "simulated", "tcb", "td", "components", "keys", "policy", "nonce"):
+        for name in (
+            "tee",
+            "simulated",
+            "tcb",
+            "td",
+            "components",
+            "keys",
+            "policy",
+            "reference",
+            "upstream",
+            "nonce",
+        ):
             doc[name] = self.claims.get(name)
         doc["simulated"] = bool(doc["simulated"])
         doc["verifier"] = self.verifier
@@ -121,12 +155,17 @@ def _keys_of(claims: Mapping[str, Any]) -> PinnedKeys:
 class LocalVerifier:
     """The built-in verifier, in this process: the same appraisal the verifier service runs
     (DCAP, binding, event-log and CCEL replay, policy, simulated evidence never better than
-    ``warning``), so the verdict depends on no code the server or a third party sent."""
+    ``warning``), so the verdict depends on no code the server or a third party sent.
+
+    ``release`` and ``publisher_key`` (together) add a signed release's reference values to
+    the policy; the manifest's signature is checked here, before any server is contacted."""
 
     def __init__(
         self,
         *,
         policy: Policy | None = None,
+        release: str | os.PathLike[str] | Release | None = None,
+        publisher_key: str | os.PathLike[str] | PublisherKey | None = None,
         trust_simulated_root: Path | None = None,
         collateral_dir: Path | None = None,
         pccs_url: str | None = None,
@@ -134,6 +173,24 @@ class LocalVerifier:
         http: httpx.Client | None = None,
     ) -> None:
         self._policy = policy or default_policy()
+        if (release is None) != (publisher_key is None):
+            raise CllmError("a release needs the publisher key it is checked with", code="usage")
+        if isinstance(release, Release):
+            if not isinstance(publisher_key, PublisherKey) or release.publisher != publisher_key:
+                raise CllmError(
+                    "the release was verified under another publisher key", code="usage"
+                )
+            self._policy = self._policy.with_release(release)
+        elif release is not None and publisher_key is not None:
+            # Verified here, before any server is contacted: a bad manifest is an error.
+            key = (
+                publisher_key
+                if isinstance(publisher_key, PublisherKey)
+                else Path(os.fspath(publisher_key))
+            )
+            self._policy = self._policy.with_release(
+                load_release(Path(os.fspath(release)), publisher_key=key)
+            )
         self._clock = clock
         simulated = None
         if trust_simulated_root is not None:
@@ -316,6 +373,7 @@ class RemoteVerifier:
             return Verification(status, reasons, dict(claims), self._url, at, None)
         try:
             evidence = parse_evidence(document)
+            check_batch(evidence, expected_nonce=nonce)  # our own nonce's proof, ourselves
         except CllmError as exc:
             return _failed(exc.code, exc.message, verifier=self._url, at=at, claims=claims)
         if claims.get("keys") != evidence.binding.to_json():
@@ -341,27 +399,63 @@ def _get_evidence(server: httpx.Client, nonce: bytes) -> tuple[httpx.Response, b
     return got, presented
 
 
+RETRIES: Final = 5
+RETRY_STATUSES: Final = frozenset({429, 503})
+MAX_RETRY_WAIT: Final = 30.0  # seconds, all retries together
+_BACKOFF: Final = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def retry_delay(retry_after: str | None, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): the server's ``Retry-After``
+    (delta-seconds, capped at 10) when it gave a usable one, never less than exponential
+    backoff (a server saying 0 cannot make us spin), with jitter so clients turned away
+    together do not come back together."""
+    base = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
+    if retry_after is not None and retry_after.strip().isdigit():
+        base = max(base, min(float(retry_after.strip()), 10.0))
+    return base * (1 + secrets.randbelow(250) / 1000)
+
+
 def attest(
     server: httpx.Client,
     verifier: Verifier,
     *,
     random: Callable[[int], bytes] = os.urandom,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Verification:
     """Fresh evidence from ``server`` (whose base URL is the cllm server) for a new nonce,
     appraised by ``verifier``. Never raises for a server or verifier that misbehaves: the
-    result is then ``contraindicated`` with a reason."""
+    result is then ``contraindicated`` with a reason. A 429 or 503 (the server is busy, or this
+    client is over its share) is retried with backoff, honouring ``Retry-After``."""
     nonce = random(NONCE_SIZE)
     at = int(clock())
-    try:
-        response, presented = _get_evidence(server, nonce)
-    except httpx.HTTPError as exc:
-        return _failed(
-            "server_unreachable",
-            f"cannot fetch evidence from {server.base_url}: {type(exc).__name__}",
-            verifier=verifier.name,
-            at=at,
-        )
+    waited = 0.0
+    for attempt in range(RETRIES + 1):
+        try:
+            response, presented = _get_evidence(server, nonce)
+        except httpx.HTTPError as exc:
+            return _failed(
+                "server_unreachable",
+                f"cannot fetch evidence from {server.base_url}: {type(exc).__name__}",
+                verifier=verifier.name,
+                at=at,
+            )
+        if response.status_code not in RETRY_STATUSES:
+            break
+        # Busy or over our share: not a verdict on the server. Wait as told (or back off),
+        # within a bound, then ask again with the same nonce; never give up trust for it.
+        delay = retry_delay(response.headers.get("retry-after"), attempt)
+        if attempt == RETRIES or waited + delay > MAX_RETRY_WAIT:
+            return _failed(
+                "evidence_rate_limited" if response.status_code == 429 else "evidence_unavailable",
+                f"the server answered HTTP {response.status_code} for evidence "
+                f"{attempt + 1} times (busy); try again later",
+                verifier=verifier.name,
+                at=at,
+            )
+        sleep(delay)
+        waited += delay
     if response.status_code != 200:
         return _failed(
             "evidence_unavailable",

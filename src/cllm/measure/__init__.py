@@ -72,6 +72,13 @@ from cllm.measure._jcs import canonical_json
 from cllm.measure._log import EventLog, ExtendFn
 from cllm.measure._registers import Rtmrs, replay_digests
 from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
+from cllm.measure._snapshot import (
+    DirectorySnapshot,
+    MemfdFile,
+    snapshot_directory,
+    snapshot_file_to_memfd,
+)
+from cllm.measure._start import START_EVENT_TYPE, count_starts, start_marker
 
 __all__ = [
     "CC_TYPE_TDX",
@@ -91,9 +98,11 @@ __all__ = [
     "RTMR_COUNT",
     "RTMR_SIZE",
     "SECRET_MARKERS",
+    "START_EVENT_TYPE",
     "TPM_ALG_SHA384",
     "ZERO_RTMR",
     "CcelTable",
+    "DirectorySnapshot",
     "DstackEvent",
     "Event",
     "EventLog",
@@ -102,6 +111,7 @@ __all__ = [
     "FrozenJson",
     "HashRequest",
     "JsonValue",
+    "MemfdFile",
     "OllamaModel",
     "PathArg",
     "ProgressCallback",
@@ -113,6 +123,7 @@ __all__ = [
     "build_ccel",
     "canonical_json",
     "check_runtime_event",
+    "count_starts",
     "drop_secrets",
     "extend",
     "hash_file",
@@ -135,4 +146,7 @@ __all__ = [
     "replay_digests",
     "replay_dstack",
     "runtime_event_digest",
+    "snapshot_directory",
+    "snapshot_file_to_memfd",
+    "start_marker",
 ]

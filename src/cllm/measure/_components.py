@@ -849,6 +849,15 @@ def _as_component(event: Event) -> Event:
     return _event(kind, name, event.digest, {"method": method, **details})
 
 
+def _given_plan(event: Event) -> _Plan:
+    """A component already measured from bytes kept in hand: nothing left to hash."""
+
+    def finish(_: Sequence[FileDigests]) -> Event:
+        return event
+
+    return _Plan((), finish)
+
+
 def measure_startup(
     *,
     model: PathArg | OllamaModel | None,
@@ -862,6 +871,7 @@ def measure_startup(
     progress: ProgressCallback | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    prehashed: Mapping[str, Event] | None = None,
 ) -> tuple[Event, ...]:
     """The events ``cllm serve`` extends into RTMR3 before it listens, in this fixed order:
 
@@ -885,6 +895,9 @@ def measure_startup(
     measured files (``package_not_measured``). Installer-compiled bytecode is not measured
     (see ``measure_distribution``): run the server with ``PYTHONPYCACHEPREFIX`` pointing at a
     fresh directory so ``__pycache__`` directories on disk are never read.
+
+    ``prehashed`` gives the raw events of roles already measured from bytes kept in hand
+    (``"model"``, ``"ui"``: see ``cllm.measure._snapshot``); they replace measuring the path.
 
     All files are hashed in one thread pool (``workers``). A progress bar appears on
     ``console`` (default stderr) if hashing takes over a second and ``show_progress`` is set
@@ -915,14 +928,22 @@ def measure_startup(
         )
     for path in engine_paths:
         plans.append(_plan_path(path, name="engine", allow_external_links=allow_external_links))
-    if model is None:
+    given = dict(prehashed or {})
+    for role, event in given.items():
+        if role not in ("model", "ui") or event.name != role:
+            raise ValueError(f"prehashed events are the raw 'model' and 'ui' ones, not {role!r}")
+    if "model" in given:
+        plans.append(_given_plan(given["model"]))
+    elif model is None:
         if engine != "openai":
             _fail(f"engine {engine} needs its model measured", "model_unmeasured")
     elif isinstance(model, OllamaModel):
         plans.append(_plan_ollama(model, name="model"))
     else:
         plans.append(_plan_path(model, name="model", allow_external_links=allow_external_links))
-    if ui_dir is not None and Path(ui_dir).is_dir():
+    if "ui" in given:
+        plans.append(_given_plan(given["ui"]))
+    elif ui_dir is not None and Path(ui_dir).is_dir():
         plans.append(_plan_directory(ui_dir, name="ui", allow_external_links=False))
     elif ui_dir is not None:
         _log.info("no UI assets at %s: not measured, the UI must not be served", ui_dir)

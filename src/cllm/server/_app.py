@@ -13,7 +13,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
@@ -23,6 +22,7 @@ from cllm.server._guard import RequestGuard
 from cllm.server._ollama import ollama_router
 from cllm.server._openai import openai_router
 from cllm.server._runtime import Runtime
+from cllm.server._ui import MemoryAssets
 
 __all__ = ["create_app"]
 
@@ -141,8 +141,9 @@ class _UiHeaders:
 
 
 def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
-    """The app for one running server. The UI is served only when its files were measured
-    (``runtime.ui_measured``) and ``static_dir`` holds them."""
+    """The app for one running server. The UI is served only when it was measured, from the
+    bytes measured (``runtime.ui_snapshot``); ``static_dir`` is accepted for callers and
+    unused: nothing is read from disk after start."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -177,8 +178,9 @@ def create_app(runtime: Runtime, *, static_dir: Path | None = None) -> FastAPI:
         }
         return JSONResponse(doc, status_code=200 if ready else 503)
 
-    if static_dir is not None and runtime.ui_measured and static_dir.is_dir():
-        app.mount("/", _UiHeaders(StaticFiles(directory=static_dir, html=True)), name="ui")
+    if runtime.ui_snapshot is not None:
+        # The bytes measured as cllm.ui, from memory: a file swapped on disk is never served.
+        app.mount("/", _UiHeaders(MemoryAssets(runtime.ui_snapshot)), name="ui")
     app.add_middleware(ApiFallback, routes_of=app)  # API-shaped 404/405 under /v1/, /api/
     key = runtime.settings.api_key
     app.add_middleware(_Gate, api_key=key.get_secret_value() if key else None)

@@ -9,7 +9,7 @@ from typing import Any
 
 from cllm.engine import Engine
 from cllm.evidence import build_evidence
-from cllm.measure import Event
+from cllm.measure import DirectorySnapshot, Event, MemfdFile
 from cllm.server._keys import ServerKeys
 from cllm.server._settings import ServeSettings
 from cllm.tee import SelectedBackend, SimulatedTdBackend
@@ -30,6 +30,10 @@ class Runtime:
     # same bytes (verifiers then decode and check it once); real TDX collateral comes from the
     # verifier's PCCS/PCS, not from this server.
     collateral: Collateral | None
+    # The measured UI's bytes, served from memory (None: no UI), and the embedded model's
+    # sealed copy, which llama.cpp loads (None: no embedded model). Both live as long as this.
+    ui_snapshot: DirectorySnapshot | None = None
+    model_file: MemfdFile | None = None
     # One quote at a time: configfs-tsm has one report entry per writer, and quotes are cheap
     # to serialise against how rarely clients ask.
     _quote_lock: threading.Lock = field(default_factory=threading.Lock)

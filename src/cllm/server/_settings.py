@@ -28,6 +28,8 @@ class ServeSettings(BaseSettings):
     # openai: the model's files, measured as the model component (optional).
     model_path: Path | None = None
     upstream: str | None = None
+    # A non-loopback upstream sees every decrypted prompt: refused unless this is set.
+    allow_remote_upstream: bool = False
     measure: tuple[Path, ...] = ()
     ollama_models: Path | None = None  # Ollama's model store; default ~/.ollama/models
     tee: Literal["auto", "tdx", "simulated"] = "auto"
@@ -55,9 +57,20 @@ class ServeSettings(BaseSettings):
     # Origins allowed to call the APIs from a browser (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
-    # /v1/attestation/report: quotes are costly on real TDX; a token bucket per server.
-    report_rate: float = Field(default=10.0, gt=0)
-    report_burst: int = Field(default=20, ge=1)
+    # /v1/attestation/report: one quote per batch of nonces, admitted fairly per client (see
+    # cllm.server._admission). A batch of at most attest_batch_max (1: unbatched) closes once
+    # the quote slot is free and its oldest nonce waited attest_batch_wait_ms; each client may
+    # have attest_client_pending nonces pending (beyond: a short wait, then 429), all together
+    # attest_queue_max (503 beyond).
+    attest_batch_max: int = Field(default=1024, ge=1, le=65536)
+    attest_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    attest_client_pending: int = Field(default=4, ge=1, le=65536)
+    attest_queue_max: int = Field(default=16384, ge=1, le=1 << 20)
+    # A request over its client's share waits up to this long for it to free before 429.
+    attest_share_wait_ms: float = Field(default=250.0, ge=0, le=10_000)
+    # Count clients by this header's last address (set by a trusted reverse proxy) instead of
+    # the peer address. Only when configured: anyone can send the header.
+    trusted_proxy_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
     # GPUs (docs/gpu.md, "Collection and the boot gate"): the backend, and whether attested
     # GPUs are required (None: required when the backend finds GPUs, off when it finds none).
     gpu_backend: Literal["auto", "nvml", "simulated", "none"] = "auto"

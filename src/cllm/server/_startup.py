@@ -21,16 +21,40 @@ from cllm.engine import (
 )
 from cllm.errors import ServerError
 from cllm.gpu._select import SelectedGpuBackend
-from cllm.measure import Event, EventLog, OllamaModel, measure_startup
+from cllm.measure import (
+    Event,
+    EventLog,
+    MemfdFile,
+    OllamaModel,
+    count_starts,
+    measure_startup,
+    snapshot_directory,
+    snapshot_file_to_memfd,
+    start_marker,
+)
 from cllm.quote import parse_quote
 from cllm.server._gpu import gpu_boot_gate
 from cllm.server._keys import ServerKeys, check_tls_pair
 from cllm.server._runtime import Runtime
+from cllm.server._scope import (
+    BytecodeState,
+    bytecode_state,
+    classify_upstream,
+    host_is_loopback,
+    measured_code_trees,
+    require_local_upstream,
+)
 from cllm.server._settings import ServeSettings
 from cllm.tee import SelectedBackend, SimulatedTdBackend, rtmr3_extender, select_backend
 from cllm.verify import Collateral
 
-__all__ = ["DEFAULT_OLLAMA_UPSTREAM", "StartupReport", "build_runtime", "static_dir"]
+__all__ = [
+    "DEFAULT_OLLAMA_UPSTREAM",
+    "StartupReport",
+    "build_runtime",
+    "measured_settings",
+    "static_dir",
+]
 
 DEFAULT_OLLAMA_UPSTREAM: Final = "http://127.0.0.1:11434"
 DEFAULT_MODEL_ID: Final = "smollm2-135m-instruct"
@@ -77,6 +101,8 @@ def build_runtime(
     tls_cert_pem: bytes | None = None,
     console: Console | None = None,
     backend: SelectedBackend | None = None,
+    is_loopback: Callable[[str], bool] = host_is_loopback,
+    bytecode: BytecodeState | None = None,
     gpu_backend: SelectedGpuBackend | None = None,
 ) -> tuple[Runtime, StartupReport]:
     """Everything ``cllm serve`` does before it listens. Raises ``CllmError`` subclasses with
@@ -84,7 +110,15 @@ def build_runtime(
     ``tls_cert_pem`` is the in-memory certificate of ``--tls self-signed``; with
     ``--tls-cert`` the file is read instead. Its SPKI hash goes into every binding.
     ``backend`` replaces ``select_backend`` (tests inject a TD whose RTMR3 survives a
-    "restart")."""
+    "restart"); ``is_loopback`` classifies the upstream's host (tests inject one).
+    ``bytecode`` is the state ``cllm serve`` checked before importing the server; else it is
+    examined here. Either way the config event records it, with where prompts go
+    (``upstream_scope``, ``upstream_host``); a remote upstream without
+    ``allow_remote_upstream`` is refused (``remote_upstream_refused``).
+
+    Each start first logs a start marker (``cllm.start``); the UI is read once into memory
+    and the embedded model copied into a sealed memfd, and both are measured from, and later
+    served and loaded from, those very bytes."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ServerError("--tls-cert and --tls-key go together", code="tls_invalid")
     if settings.tls_cert is not None and settings.tls_self_signed:
@@ -113,22 +147,35 @@ def build_runtime(
             )
         model_arg = settings.model_path
 
+    # The GPU gate runs before anything is measured; its effective mode is in the config event.
+    settings, gpu = gpu_boot_gate(settings, clock=clock, selected=gpu_backend)
+    config = measured_settings(settings, is_loopback=is_loopback, bytecode=bytecode)
+    prehashed: dict[str, Event] = {}
+    model_file: MemfdFile | None = None
+    if settings.engine == "llama-cpp":
+        assert isinstance(model_arg, Path)
+        model_file = snapshot_file_to_memfd(model_arg, name="model")
+        prehashed["model"] = model_file.event
+
     chosen = backend or select_backend(
         settings.tee, root=settings.sys_root, state_dir=settings.state_dir, clock=clock
     )
-    # The GPU gate runs before anything is measured; its effective mode is in the config event.
-    settings, gpu = gpu_boot_gate(settings, clock=clock, selected=gpu_backend)
     ui = static_dir() if settings.ui_dir is None else settings.ui_dir
+    ui_snapshot = snapshot_directory(ui, name="ui") if (ui / "index.html").is_file() else None
+    if ui_snapshot is not None:
+        prehashed["ui"] = ui_snapshot.event
     events = measure_startup(
         model=model_arg,
-        settings=settings.public(),
+        settings=config,
         argv=argv,
         engine=settings.engine,
         engine_paths=settings.measure,
-        ui_dir=ui if (ui / "index.html").is_file() else None,
+        ui_dir=None,
         console=console,
+        prehashed=prehashed,
     )
     log = _event_log(chosen, settings.event_log)
+    log.append(start_marker(count_starts(log.events())))
     for event in events:
         log.append(event)
     if gpu.event is not None:
@@ -138,15 +185,18 @@ def build_runtime(
     if settings.tls_cert is not None:
         tls_cert_pem = settings.tls_cert.read_bytes()
     keys = ServerKeys.generate(tls_cert_pem=tls_cert_pem)
-    engine = _engine(settings, model_arg, _model_event(extended))
+    # The model event of this start (the log may hold earlier starts' events too).
+    engine = _engine(settings, model_arg, _model_event(events), model_file)
     runtime = Runtime(
         settings=settings,
         engine=engine,
         keys=keys,
         tee=chosen,
         events=extended,
-        ui_measured=any(e.type == "cllm.ui" for e in extended),
+        ui_measured=ui_snapshot is not None,
         collateral=_simulated_collateral(chosen),
+        ui_snapshot=ui_snapshot,
+        model_file=model_file,
     )
     report = StartupReport(
         tee=chosen.evidence_tee,
@@ -159,6 +209,25 @@ def build_runtime(
         gpu_reason=gpu.describe(),
     )
     return runtime, report
+
+
+def measured_settings(
+    settings: ServeSettings,
+    *,
+    is_loopback: Callable[[str], bool] = host_is_loopback,
+    bytecode: BytecodeState | None = None,
+) -> dict[str, object]:
+    """The settings the ``cllm.config`` event records: the effective configuration, where
+    prompts go (``upstream_scope``, ``upstream_host``) and the ``bytecode`` state. Refuses a
+    remote upstream unless allowed (``remote_upstream_refused``)."""
+    upstream = settings.upstream
+    if settings.engine == "ollama" and upstream is None:
+        upstream = DEFAULT_OLLAMA_UPSTREAM
+    scope = classify_upstream(upstream, engine=settings.engine, is_loopback=is_loopback)
+    require_local_upstream(scope, allow_remote_upstream=settings.allow_remote_upstream)
+    if bytecode is None:
+        bytecode = bytecode_state(measured_code_trees(settings.engine))
+    return {**settings.public(), **scope.settings(), "bytecode": bytecode.mode}
 
 
 def _simulated_collateral(chosen: SelectedBackend) -> Collateral | None:
@@ -194,14 +263,18 @@ def _event_log(chosen: SelectedBackend, path: Path) -> EventLog:
 
 
 def _engine(
-    settings: ServeSettings, model: Path | OllamaModel | None, event: Event | None
+    settings: ServeSettings,
+    model: Path | OllamaModel | None,
+    event: Event | None,
+    model_file: MemfdFile | None,
 ) -> Engine:
     if settings.engine == "llama-cpp":
         assert isinstance(model, Path)
+        assert model_file is not None
         model_id = DEFAULT_MODEL_ID if settings.model is None else model.stem
         return LlamaCppEngine(
-            model_path=model,
-            model=_model_info(model_id, event, model.stat().st_size),
+            model_path=model_file.path,  # the sealed copy that was hashed, not the path
+            model=_model_info(model_id, event, model_file.size),
             n_ctx=settings.n_ctx,
             n_threads=settings.threads,
             stream_interval=settings.stream_interval_ms / 1000,

@@ -3,6 +3,7 @@ for machines without TDX (``SimulatedTdBackend``, built on the simulated DCAP wo
 ``SimulatedDcap``), and the choice between them (``select_backend``)."""
 
 from cllm.tee._backend import REPORT_DATA_SIZE, RTMR_DIGEST_SIZE, TeeBackend, rtmr3_extender
+from cllm.tee._quote_cost import QUOTE_COST_PRESETS, QuoteCost
 from cllm.tee._select import BackendChoice, SelectedBackend, select_backend
 from cllm.tee._sim_dcap import (
     DEFAULT_QE_LEVELS,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_QE_LEVELS",
     "DEFAULT_TCB_LEVELS",
     "DEFAULT_TDX_MODULE_IDENTITIES",
+    "QUOTE_COST_PRESETS",
     "REPORT_DATA_SIZE",
     "RTMR_DIGEST_SIZE",
     "SIMULATED_QE_VENDOR_ID",
@@ -40,6 +42,7 @@ __all__ = [
     "CollateralParams",
     "IsvSvnLevel",
     "PlatformTcbLevel",
+    "QuoteCost",
     "SelectedBackend",
     "SimulatedDcap",
     "SimulatedPlatform",

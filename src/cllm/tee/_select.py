@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Literal
 
 from cllm.errors import TeeError
 from cllm.tee._backend import TeeBackend
+from cllm.tee._quote_cost import QuoteCost
 from cllm.tee._simulated import SimulatedTdBackend, load_simulated_world
 from cllm.tee._tdx import TdxBackend
 
@@ -53,4 +55,8 @@ def select_backend(
     else:
         reason = "simulated TD requested"
     world = load_simulated_world(state_dir, clock=clock)
-    return SelectedBackend(SimulatedTdBackend(world), reason, state_dir)
+    cost = QuoteCost.from_environment(os.environ)  # CLLM_SIM_QUOTE*: see _quote_cost
+    backend = SimulatedTdBackend(world, quote_cost=cost)
+    if not cost.free:
+        _log.warning("simulated quotes take %.1f ms each, one at a time", cost.duration_ms)
+    return SelectedBackend(backend, reason, state_dir)

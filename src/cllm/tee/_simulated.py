@@ -24,6 +24,7 @@ from typing import Final
 from cllm.errors import CllmError, TeeError
 from cllm.measure import RTMR_SIZE, ZERO_RTMR, TcgEvent, build_ccel, extend, replay_ccel
 from cllm.tee._backend import REPORT_DATA_SIZE
+from cllm.tee._quote_cost import QuoteCost
 from cllm.tee._sim_dcap import SIMULATED_QE_VENDOR_ID, SimulatedDcap, SimulatedTd
 from cllm.tee._state import ensure_dir, publish_file, read_or_create_secret
 from cllm.verify import Collateral, TrustRoot
@@ -118,10 +119,13 @@ class SimulatedTdBackend:
 
     name: Final[str] = "simulated"
 
-    def __init__(self, world: SimulatedWorld, *, debug: bool = False) -> None:
+    def __init__(
+        self, world: SimulatedWorld, *, debug: bool = False, quote_cost: QuoteCost | None = None
+    ) -> None:
         """``debug`` sets TD_ATTRIBUTES.DEBUG, as a debug TD would (to test that policies
-        reject such TDs)."""
+        reject such TDs). ``quote_cost`` makes quoting as slow and serial as a real path."""
         self._world = world
+        self._quote_cost = quote_cost or QuoteCost()
         seed_tag = world.mrtd  # per-state firmware log, stable across restarts
         # A 4 KiB log area (TDVF reserves 64 KiB): the synthetic log is small, and every
         # evidence document carries the whole area.
@@ -156,7 +160,7 @@ class SimulatedTdBackend:
             raise ValueError(f"report_data must be {REPORT_DATA_SIZE} bytes")
         with self._lock:
             td = replace(self._td, rtmr3=self._rtmr3)
-        return self._world.dcap.quote(report_data=report_data, td=td)
+        return self._quote_cost.run(lambda: self._world.dcap.quote(report_data=report_data, td=td))
 
     def extend_rtmr3(self, digest: bytes) -> None:
         if len(digest) != RTMR_SIZE:

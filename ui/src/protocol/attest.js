@@ -1,7 +1,9 @@
 // One attestation check, as the UI runs it for every new chat (docs/design.md §5 and §8):
 // fresh nonce -> the server's evidence -> the user's verifier -> a token checked here (ES256
 // against the verifier's JWKS, our nonce, sane times, the keys we will use are its keys).
+import { checkBatch } from "./batch.js";
 import { fromBase64, toHex } from "./bytes.js";
+import { pinning, upstreamText } from "./reference.js";
 import { verifyToken } from "./token.js";
 import { pinJwks } from "../trust.js";
 
@@ -22,14 +24,50 @@ function reasonText(claims) {
     .join("; ");
 }
 
-async function getJson(fetchImpl, url, init) {
-  const response = await fetchImpl(url, { cache: "no-store", credentials: "omit", ...init });
-  if (!response.ok) {
+// 429 (this client is over its share) and 503 (busy) are not verdicts: wait as told (or back
+// off, with jitter), within a bound, and ask again; never offer to go unprotected for them.
+const RETRY_STATUSES = new Set([429, 503]);
+const RETRY_BACKOFF = [0.25, 0.5, 1, 2, 4, 8];
+const RETRIES = 5;
+const MAX_RETRY_WAIT = 30; // seconds, all retries of one request together
+
+// The server's Retry-After (capped at 10 s), never less than our own backoff (so a server
+// saying 0 cannot make the page spin), with jitter.
+export function retryDelay(retryAfter, attempt) {
+  let base = RETRY_BACKOFF[Math.min(attempt, RETRY_BACKOFF.length - 1)];
+  if (typeof retryAfter === "string" && /^\s*\d+\s*$/.test(retryAfter)) {
+    base = Math.max(base, Math.min(Number(retryAfter), 10));
+  }
+  return base * (1 + Math.random() / 4);
+}
+
+async function getJson(fetchImpl, url, init, sleep = null) {
+  let waited = 0;
+  for (let attempt = 0; ; attempt += 1) {
+    const response = await fetchImpl(url, { cache: "no-store", credentials: "omit", ...init });
+    if (response.ok) return response.json();
+    const delay = retryDelay(response.headers?.get?.("retry-after") ?? null, attempt);
+    const again = attempt < RETRIES && waited + delay <= MAX_RETRY_WAIT;
+    if (sleep && RETRY_STATUSES.has(response.status) && again) {
+      await sleep(delay);
+      waited += delay;
+      continue;
+    }
     const error = new Error(`HTTP ${response.status}`);
     error.status = response.status;
+    error.temporary = RETRY_STATUSES.has(response.status);
     throw error;
   }
-  return response.json();
+}
+
+function busy(who, error, extra) {
+  return {
+    state: "red",
+    label: "Busy",
+    reason: `${who} is busy (${error.message}): nothing is sent until a check succeeds; checking again shortly.`,
+    temporary: true,
+    ...extra,
+  };
 }
 
 /**
@@ -45,6 +83,7 @@ export async function attest({
   randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n)),
   reportUrl = "/v1/attestation/report",
   pin = null, // RFC 7638 thumbprint of the verifier key the user confirmed
+  sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000)),
 } = {}) {
   const base = normaliseVerifier(verifier);
   const checkedAt = new Date(now() * 1000).toISOString();
@@ -53,8 +92,9 @@ export async function attest({
 
   let evidence;
   try {
-    evidence = await getJson(fetchImpl, `${reportUrl}?nonce=${nonce}`);
+    evidence = await getJson(fetchImpl, `${reportUrl}?nonce=${nonce}`, {}, sleep);
   } catch (error) {
+    if (error.temporary) return busy("The server's attestation", error, common);
     return red(`The server gave no attestation evidence (${error.message}).`, common);
   }
   const binding = evidence && typeof evidence === "object" ? evidence.binding : null;
@@ -70,6 +110,11 @@ export async function attest({
   if (hpkeKey === null || hpkeKey.length !== 32 || signingKey === null) {
     return red("The server's evidence binds malformed keys.", common);
   }
+  try {
+    await checkBatch(evidence, nonce); // our own nonce's proof, checked here too
+  } catch (error) {
+    return red(`The server's evidence does not cover this check: ${error.code}: ${error.message}.`, common);
+  }
   if (!base) return red("No verifier is configured: set one in Settings.", common);
 
   let token;
@@ -78,9 +123,10 @@ export async function attest({
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ evidence, nonce, policy: POLICY }),
-    });
+    }, sleep);
     token = answer && answer.token;
   } catch (error) {
+    if (error.temporary) return busy(`The verifier at ${base}`, error, common);
     const why = error.status ? `it answered ${error.message}` : "unreachable";
     return red(`The verifier at ${base} could not check the evidence: ${why}.`, common);
   }
@@ -119,17 +165,33 @@ export async function attest({
   const simulated =
     claims.simulated !== false || claims.tee !== "tdx" || common.evidenceTee !== "tdx";
   const why = reasonText(claims);
+  const software = pinning(claims); // reference values: which software was pinned, by whom
+  const where = upstreamText(claims);
+  const tcb = claims.tcb && typeof claims.tcb === "object" ? String(claims.tcb.status) : "unknown";
   if (claims.status === "contraindicated") {
     return red(`The verifier found problems: ${why || "contraindicated"}.`, common);
   }
-  if (claims.status === "warning" || (claims.status === "affirming" && simulated)) {
+  // "affirming" from a verifier that does not say the software was pinned is not green.
+  if (
+    claims.status === "warning" ||
+    (claims.status === "affirming" && (simulated || !software.pinned))
+  ) {
     if (simulated) {
       const others = (claims.reasons ?? []).filter((r) => r?.code !== "simulated_evidence");
       const also = others.length ? ` Also: ${reasonText({ reasons: others })}.` : "";
       return {
         state: "amber",
         label: "Simulated TEE",
-        reason: `Simulated TEE: the evidence is not from TDX hardware (testing only).${also}`,
+        reason: `Simulated TEE: the evidence is not from TDX hardware (testing only); ${software.text}; ${where}.${also}`,
+        ...common,
+        keys,
+      };
+    }
+    if (!software.pinned) {
+      return {
+        state: "amber",
+        label: "Not pinned",
+        reason: `Genuine Intel TDX hardware (TCB ${tcb}), but ${software.text}; ${where}.${why ? ` Reasons: ${why}.` : ""}`,
         ...common,
         keys,
       };
@@ -137,16 +199,17 @@ export async function attest({
     return {
       state: "amber",
       label: "Warning",
-      reason: `Verified TDX hardware, with warnings: ${why || "warning"}.`,
+      reason: `Verified TDX hardware, with warnings: ${why || "warning"}; ${software.text}; ${where}.`,
       ...common,
       keys,
     };
   }
   if (claims.status === "affirming") {
+    // Green says exactly this: genuine hardware, the TCB status, what was pinned by whom.
     return {
       state: "green",
       label: "Verified TDX",
-      reason: "Genuine, up-to-date Intel TDX running the published components.",
+      reason: `Genuine Intel TDX (TCB ${tcb}); ${software.text}; ${where}.`,
       ...common,
       keys,
     };
