@@ -20,7 +20,8 @@ its meaning, in docs/errors.md (a test checks that each code raised in ``src/`` 
     ├── ApiError                    api_error (HTTP status and the API's error code)
     ├── CryptoError                 crypto_error (sealed message or answer signature)
     ├── EngineError                 engine_error, engine_*, model_*, upstream_*
-    └── ServerError                 server_error (cllm serve cannot start as configured)
+    ├── ServerError                 server_error (cllm serve cannot start as configured)
+    └── GpuError                    gpu_error, gpu_unavailable, gpu_cc_off, gpu_nvml_error, ...
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "EngineError",
     "EventLogError",
     "EvidenceError",
+    "GpuError",
     "GpuEvidenceFormatError",
     "MeasurementError",
     "PolicyError",
@@ -192,6 +194,13 @@ class GpuEvidenceFormatError(CllmError):
         super().__init__(reason if offset < 0 else f"{reason} (at offset {offset})", code=code)
         self.offset = offset
         self.reason = reason
+
+
+class GpuError(CllmError):
+    """A GPU backend (NVML, the simulated GPU) cannot give attestation evidence, or the boot
+    gate refuses the GPUs it found (docs/gpu.md, "Collection and the boot gate")."""
+
+    default_code = "gpu_error"
 
 
 # Foreign exceptions: cryptography decodes certificate and CRL fields lazily and reports malformed

@@ -26,6 +26,7 @@ from cllm.cli._common import (
     read_file,
     report_error,
 )
+from cllm.cli._gpu_info import register_backend_commands
 from cllm.errors import CllmError
 
 if TYPE_CHECKING:
@@ -305,6 +306,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("--at", type=int, metavar="UNIX_SECONDS", help="evaluation time")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(handler=_cmd_verify)
+
+    register_backend_commands(actions)
 
     rim = actions.add_parser("rim", help="NVIDIA reference integrity manifests")
     rim_actions = rim.add_subparsers(dest="rim_command", metavar="ACTION", required=True)

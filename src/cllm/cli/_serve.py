@@ -54,6 +54,7 @@ def _summary(console: Console, report: object, *, url: str, verifier: str | None
     console.print(f"RTMR3   {report.rtmr3.hex()}")
     colour = "yellow" if report.tee == "simulated-tdx" else "green"
     console.print(f"TEE     [{colour}]{report.tee}[/{colour}] ({report.tee_reason})")
+    console.print(f"GPU     {report.gpu} ({escape(report.gpu_reason)})")
     console.print(f"engine  {report.engine}, model {report.model}")
     config = next((e for e in reversed(report.events) if e.type == "cllm.config"), None)
     settings = config.details.get("settings") if config is not None else None
@@ -79,7 +80,9 @@ def _attestation_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     try:
-        require_extra("server", "fastapi", "uvicorn", "pydantic_settings", "llama_cpp")
+        # llama.cpp only for the embedded engine: the upstream engines never import it.
+        engine_modules = ("llama_cpp",) if args.engine == "llama-cpp" else ()
+        require_extra("server", "fastapi", "uvicorn", "pydantic_settings", *engine_modules)
     except CllmError as exc:
         return report_error(exc, as_json=False, console=console)
     from pydantic import ValidationError
@@ -116,6 +119,10 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             ui_dir=Path(args.ui_dir) if args.ui_dir else None,
             threads=args.threads,
             stream_interval_ms=args.stream_interval_ms,
+            gpu_backend=args.gpu_backend or os.environ.get("CLLM_GPU_BACKEND") or "auto",  # type: ignore[arg-type]
+            gpu=args.gpu,
+            gpu_rim_dir=Path(args.gpu_rim_dir) if args.gpu_rim_dir else None,
+            gpu_ocsp=args.gpu_ocsp,
             allowed_hosts=tuple(args.allowed_host),
             default_max_tokens=args.default_max_tokens,
             max_queue=args.max_queue,
@@ -246,6 +253,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="MS",
         help="llama-cpp: a token within MS of the last one sent goes with the next one "
         "(default 16, one 60 Hz frame; 0 sends every token alone)",
+    )
+    serve.add_argument(
+        "--gpu-backend",
+        choices=("auto", "nvml", "simulated", "none"),
+        help="where GPU evidence comes from (default: $CLLM_GPU_BACKEND, else auto: nvml when "
+        "NVIDIA GPUs are visible, else none)",
+    )
+    serve.add_argument(
+        "--gpu",
+        choices=("required", "optional", "off"),
+        help="attested GPUs required before listening (default: required when the backend "
+        "finds GPUs, off when it finds none); optional starts with unattested GPUs and says so",
+    )
+    serve.add_argument(
+        "--gpu-rim-dir", metavar="DIR", help="driver/VBIOS RIMs named by RIM id (air-gapped)"
+    )
+    serve.add_argument(
+        "--gpu-ocsp",
+        choices=("require", "allow-unknown", "off"),
+        default="require",
+        help="GPU certificate revocation policy at boot (default: require)",
     )
     serve.add_argument(
         "--allowed-host",

@@ -4,6 +4,7 @@
 of docs/gpu.md with the time, expected nonce, trust roots, RIM source and OCSP policy as inputs.
 """
 
+from cllm.gpu._backend import GpuBackend, GpuCcState, GpuDevice, GpuEvidence
 from cllm.gpu._bundle import GpuBundleVerification, verify_bundle
 from cllm.gpu._chain import GpuArch
 from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
@@ -26,6 +27,18 @@ from cllm.gpu._report import (
 from cllm.gpu._result import GpuClaims, GpuVerification
 from cllm.gpu._rim import GoldenMeasurement, Rim, RimKind, build_rim
 from cllm.gpu._roots import GpuTrustRoots, nvidia_roots
+from cllm.gpu._select import (
+    GpuBackendChoice,
+    NoGpuBackend,
+    SelectedGpuBackend,
+    select_gpu_backend,
+)
+from cllm.gpu._simulated import (
+    SimulatedGpuBackend,
+    load_simulated_gpu,
+    simulated_roots_from_pem,
+    simulated_trust_roots,
+)
 from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
 
 __all__ = [
@@ -34,13 +47,19 @@ __all__ = [
     "NVIDIA_RIM_SERVICE_URL",
     "GoldenMeasurement",
     "GpuArch",
+    "GpuBackend",
+    "GpuBackendChoice",
     "GpuBundleVerification",
+    "GpuCcState",
     "GpuClaims",
+    "GpuDevice",
+    "GpuEvidence",
     "GpuReport",
     "GpuTrustRoots",
     "GpuVerification",
     "GpuVerifier",
     "MeasurementBlock",
+    "NoGpuBackend",
     "OcspFetcher",
     "OcspMode",
     "OcspPolicy",
@@ -51,13 +70,19 @@ __all__ = [
     "RimKind",
     "RimService",
     "RimSources",
+    "SelectedGpuBackend",
+    "SimulatedGpuBackend",
     "build_report",
     "build_rim",
     "driver_rim_id",
     "encode_opaque",
     "encode_report",
+    "load_simulated_gpu",
     "nvidia_roots",
     "parse_report",
+    "select_gpu_backend",
+    "simulated_roots_from_pem",
+    "simulated_trust_roots",
     "vbios_rim_id",
     "verify_bundle",
     "verify_gpu_evidence",

@@ -71,6 +71,12 @@ class ServeSettings(BaseSettings):
     # Count clients by this header's last address (set by a trusted reverse proxy) instead of
     # the peer address. Only when configured: anyone can send the header.
     trusted_proxy_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    # GPUs (docs/gpu.md, "Collection and the boot gate"): the backend, and whether attested
+    # GPUs are required (None: required when the backend finds GPUs, off when it finds none).
+    gpu_backend: Literal["auto", "nvml", "simulated", "none"] = "auto"
+    gpu: Literal["required", "optional", "off"] | None = None
+    gpu_rim_dir: Path | None = None  # RIMs by id (air-gapped); default: the backend's or NVIDIA's
+    gpu_ocsp: Literal["require", "allow-unknown", "off"] = "require"
     # Connections (docs/server.md, "Connections and timeouts"): seconds for a request head and
     # then for its body, for an idle kept-alive connection; requests running at once; open
     # connections (None: what RLIMIT_NOFILE leaves, see cllm._transport).

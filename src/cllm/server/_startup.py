@@ -20,6 +20,7 @@ from cllm.engine import (
     default_model_path,
 )
 from cllm.errors import ServerError
+from cllm.gpu._select import SelectedGpuBackend
 from cllm.measure import (
     Event,
     EventLog,
@@ -32,6 +33,7 @@ from cllm.measure import (
     start_marker,
 )
 from cllm.quote import parse_quote
+from cllm.server._gpu import gpu_boot_gate
 from cllm.server._keys import ServerKeys, check_tls_pair
 from cllm.server._runtime import Runtime
 from cllm.server._scope import (
@@ -71,6 +73,8 @@ class StartupReport:
     rtmr3: bytes
     engine: str
     model: str
+    gpu: str = "off"  # the GPU gate's outcome: attested, unattested, absent, off
+    gpu_reason: str = ""  # the backend chosen and why, and why unattested
 
 
 def _ollama_root(settings: ServeSettings) -> Path:
@@ -99,6 +103,7 @@ def build_runtime(
     backend: SelectedBackend | None = None,
     is_loopback: Callable[[str], bool] = host_is_loopback,
     bytecode: BytecodeState | None = None,
+    gpu_backend: SelectedGpuBackend | None = None,
 ) -> tuple[Runtime, StartupReport]:
     """Everything ``cllm serve`` does before it listens. Raises ``CllmError`` subclasses with
     codes (``model_not_found``, ``engine_unmeasured``, ``tsm_unavailable``, ...).
@@ -142,6 +147,8 @@ def build_runtime(
             )
         model_arg = settings.model_path
 
+    # The GPU gate runs before anything is measured; its effective mode is in the config event.
+    settings, gpu = gpu_boot_gate(settings, clock=clock, selected=gpu_backend)
     config = measured_settings(settings, is_loopback=is_loopback, bytecode=bytecode)
     prehashed: dict[str, Event] = {}
     model_file: MemfdFile | None = None
@@ -171,6 +178,8 @@ def build_runtime(
     log.append(start_marker(count_starts(log.events())))
     for event in events:
         log.append(event)
+    if gpu.event is not None:
+        log.append(gpu.event)
     extended = log.events()
 
     if settings.tls_cert is not None:
@@ -196,6 +205,8 @@ def build_runtime(
         rtmr3=log.rtmrs()[3],
         engine=engine.name,
         model=engine.model.id,
+        gpu=gpu.status,
+        gpu_reason=gpu.describe(),
     )
     return runtime, report
 
