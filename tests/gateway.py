@@ -185,6 +185,15 @@ def signing_verifier(
                 "components": [],
                 "keys": evidence["binding"],
                 "policy": {"id": "default", "sha256": "0" * 64},
+                # A self-vouching "verifier" claims whatever turns a badge green: pinned
+                # software and prompts that stay inside too.
+                "reference": {
+                    "boot_chain": True,
+                    "components": True,
+                    "pinned_types": ["cllm.config", "cllm.engine", "cllm.model", "cllm.package"],
+                    "releases": [],
+                },
+                "upstream": {"scope": "embedded", "host": None},
             }
             edit(claims)
             token = signers[-1].issue(claims, now=int(time.time()), lifetime=300, issuer="fake")

@@ -240,10 +240,11 @@ def test_remote_client_reports_the_services_refusal(
     mismatch; and gets no keys."""
     from cllm.client import RemoteVerifier
 
-    client = TestClient(_app(world, tmp_path, appraisal_timeout_s=0.3))
+    # A loopback name: the client refuses http:// verifiers anywhere else (issue 13).
+    client = TestClient(_app(world, tmp_path, appraisal_timeout_s=0.3), base_url="http://127.0.0.1")
     evidence, nonce = _evidence(world)
     monkeypatch.setattr(_appraise, "check_evidence", _slowed(1.0))
-    remote = RemoteVerifier("http://testserver", http=client, clock=lambda: float(NOW))
+    remote = RemoteVerifier("http://127.0.0.1", http=client, clock=lambda: float(NOW))
     verdict = remote.appraise(evidence, nonce=nonce)
     assert verdict.status == "contraindicated"
     assert [r.code for r in verdict.reasons] == ["appraisal_timeout"]
