@@ -314,3 +314,38 @@ def test_cllm_serve_refuses_to_start_where_bytecode_is_readable(tmp_path: Path) 
     assert '"bytecode": "pycache_prefix"' in printed.stdout
     assert '"upstream_scope": "embedded"' in printed.stdout
     assert "--print-config" not in printed.stdout
+
+
+def test_print_config_is_the_configuration_a_start_measures(tmp_path: Path) -> None:
+    """make run signs a release of `cllm serve --print-config`: it must print exactly the
+    settings the started server measures, effective GPU mode included (a mismatch made the
+    quick start's own release reject its own server)."""
+    import json
+
+    import httpx
+
+    from serving import free_port, start_serve
+
+    state = tmp_path / "state"
+    port = free_port()
+    served = start_serve(
+        ["--gpu-backend", "none"], state_dir=state, log_path=tmp_path / "serve.log", port=port
+    )
+    try:
+        nonce = os.urandom(32).hex()
+        evidence = httpx.get(
+            f"{served.url}/v1/attestation/report", params={"nonce": nonce}, timeout=120
+        ).json()
+    finally:
+        served.stop()
+    measured = [e for e in evidence["event_log"] if e["type"] == "cllm.config"][-1]["details"]
+    command = [sys.executable, "-c", "import sys; from cllm.cli import main; sys.exit(main())"]
+    command += ["-vv", "serve", "--tee", "simulated", "--state-dir", str(state)]
+    command += ["--port", str(port), "--threads", "1", "--gpu-backend", "none"]
+    env = {**os.environ, **bytecode_env(tmp_path / "prefix")}
+    printed = subprocess.run(
+        [*command, "--print-config"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    assert json.loads(printed.stdout)["settings"] == measured["settings"]
+    assert measured["settings"]["gpu"] == "off"

@@ -133,7 +133,12 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         bytecode = require_unreadable_bytecode(measured_code_trees(settings.engine))
         argv = ["cllm", *(arg for arg in sys.argv[1:] if arg != "--print-config")]
         if args.print_config:
-            config = measured_settings(settings, bytecode=bytecode)
+            from cllm.server._gpu import effective_gpu_settings
+
+            # The GPU mode a start would settle on, so the printed configuration is the one
+            # a start measures (make run signs a release of it).
+            effective = effective_gpu_settings(settings, clock=time.time)
+            config = measured_settings(effective, bytecode=bytecode)
             print_json({"settings": drop_secrets(config), "argv": redact_argv(argv)})
             return EXIT_OK
         limits = effective_limits(settings, nofile=raise_nofile_limit())

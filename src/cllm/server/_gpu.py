@@ -190,6 +190,36 @@ def _event(details: dict[str, object]) -> Event:
     )
 
 
+def _found(
+    settings: ServeSettings, *, clock: Callable[[], float], selected: SelectedGpuBackend | None
+) -> tuple[SelectedGpuBackend, tuple[GpuDevice, ...], GpuError | None]:
+    chosen = selected or select_gpu_backend(
+        settings.gpu_backend, state_dir=settings.state_dir, clock=clock
+    )
+    try:
+        return chosen, chosen.backend.devices(), None
+    except GpuError as exc:
+        return chosen, (), exc
+
+
+def _mode(settings: ServeSettings, devices: tuple[GpuDevice, ...], error: GpuError | None) -> str:
+    """The effective ``--gpu``: as given, else required where GPUs (or a failing driver) are
+    found, else off."""
+    return settings.gpu or ("required" if devices or error else "off")
+
+
+def effective_gpu_settings(
+    settings: ServeSettings,
+    *,
+    clock: Callable[[], float],
+    selected: SelectedGpuBackend | None = None,
+) -> ServeSettings:
+    """The settings with the ``gpu`` mode the boot gate would use, without collecting any
+    evidence (``cllm serve --print-config`` prints exactly what a start measures)."""
+    _, devices, error = _found(settings, clock=clock, selected=selected)
+    return settings.model_copy(update={"gpu": _mode(settings, devices, error)})
+
+
 def gpu_boot_gate(
     settings: ServeSettings,
     *,
@@ -200,17 +230,9 @@ def gpu_boot_gate(
     """The settings with the effective ``gpu`` mode, and the gate's outcome. Raises
     ``GpuError`` when ``required`` is not met. ``selected`` replaces the backend choice
     (tests)."""
-    chosen = selected or select_gpu_backend(
-        settings.gpu_backend, state_dir=settings.state_dir, clock=clock
-    )
+    chosen, devices, device_error = _found(settings, clock=clock, selected=selected)
     backend = chosen.backend
-    devices: tuple[GpuDevice, ...] = ()
-    device_error: GpuError | None = None
-    try:
-        devices = backend.devices()
-    except GpuError as exc:
-        device_error = exc
-    mode = settings.gpu or ("required" if devices or device_error else "off")
+    mode = _mode(settings, devices, device_error)
     settings = settings.model_copy(update={"gpu": mode})
     if mode == "off":
         return settings, GpuGate("off", backend.name, chosen.reason, "off", None, None)
