@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import httpx
 import pytest
 import uvicorn
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from cllm._transport import (
     MAX_HEAD_BYTES,
@@ -356,3 +356,44 @@ def test_requests_over_the_concurrency_limit_get_503_at_once(running: Running) -
     finally:
         for sock in busy:
             sock.close()
+
+
+def test_a_path_bounded_elsewhere_is_not_counted() -> None:
+    """cllm serve's attestation report has its own admission (per-client share, global queue):
+    thousands of clients may wait for one quote there without locking out other routes or
+    being refused by the general limit."""
+
+    async def scenario() -> list[int]:
+        gate = asyncio.Event()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["path"] != "/healthz":
+                await gate.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        limited = ConcurrencyLimit(
+            app, limit=1, refusal=_refusal, bounded_elsewhere=frozenset({"/report"})
+        )
+        statuses: dict[str, list[int]] = {}
+
+        async def call(path: str) -> None:
+            async def receive() -> Message:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.setdefault(path, []).append(message["status"])
+
+            await limited({"type": "http", "path": path}, receive, send)
+
+        busy = asyncio.create_task(call("/slow"))  # takes the one counted place
+        await asyncio.sleep(0)
+        reports = [asyncio.create_task(call("/report")) for _ in range(5)]
+        await asyncio.sleep(0)
+        await call("/healthz")  # counted: refused while /slow runs
+        gate.set()
+        await asyncio.gather(busy, *reports)
+        return [*statuses["/report"], *statuses["/healthz"]]
+
+    assert asyncio.run(scenario()) == [200, 200, 200, 200, 200, 503]

@@ -329,16 +329,26 @@ def guarded_protocol(limits: TransportLimits) -> type[asyncio.Protocol]:
 class ConcurrencyLimit:
     """Pure ASGI: at most ``limit`` HTTP requests in progress; the next ones are answered 503
     with ``Retry-After: 1`` and the body ``refusal(path)`` (JSON in the API's own shape) at once,
-    instead of queueing without bound."""
+    instead of queueing without bound. Paths in ``bounded_elsewhere`` are not counted: their
+    route has its own, tighter admission (cllm serve's attestation report: a per-client share
+    and a global queue, where thousands of clients wait cheaply for one quote)."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, refusal: Callable[[str], bytes]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        refusal: Callable[[str], bytes],
+        bounded_elsewhere: frozenset[str] = frozenset(),
+    ) -> None:
         self._app = app
         self._limit = limit
         self._refusal = refusal
+        self._exempt = bounded_elsewhere
         self._running = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self._exempt:
             await self._app(scope, receive, send)
             return
         if self._running >= self._limit:
@@ -369,6 +379,7 @@ def run_guarded(
     limits: TransportLimits,
     refusal: Callable[[str], bytes],
     workers: int = 1,
+    bounded_elsewhere: frozenset[str] = frozenset(),
     **options: Any,
 ) -> None:
     """``uvicorn.run(app, **options)`` with ``limits`` in force (per process). WebSocket
@@ -386,7 +397,12 @@ def run_guarded(
         limits.body_timeout,
         limits.idle_timeout,
     )
-    guarded = ConcurrencyLimit(app, limit=limits.max_concurrent_requests, refusal=refusal)
+    guarded = ConcurrencyLimit(
+        app,
+        limit=limits.max_concurrent_requests,
+        refusal=refusal,
+        bounded_elsewhere=bounded_elsewhere,
+    )
     if workers == 1:
         uvicorn.run(guarded, http=guarded_protocol(limits), ws="none", **options)
         return

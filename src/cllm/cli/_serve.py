@@ -179,6 +179,8 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
                 code="overloaded",
                 kind="server_error",
             ),
+            # Admitted per client and capped by its own queue (cllm.server._admission).
+            bounded_elsewhere=frozenset({"/v1/attestation/report"}),
             host=settings.host,
             port=settings.port,
             log_level="warning",
