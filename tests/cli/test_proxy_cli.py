@@ -34,7 +34,7 @@ def test_bad_listen_addresses(text: str) -> None:
 def test_only_loopback_is_quiet() -> None:
     for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
         assert exposure_warning(host) is None
-    for host in ("0.0.0.0", "::", "192.168.1.20"):
+    for host in ("0.0.0.0", "::", "192.0.2.20"):
         warning = exposure_warning(host)
         assert warning is not None and warning.startswith("WARNING") and host in warning
 

@@ -78,7 +78,7 @@ def test_https_or_loopback_verifiers_are_accepted(url: str) -> None:
     "url",
     [
         "http://verifier.invalid",
-        "http://10.0.0.1:8081",
+        "http://192.0.2.1:8081",  # RFC 5737 documentation address: refused, never contacted
         "http://localhost.invalid",
         "ftp://x",
         "verifier.invalid",

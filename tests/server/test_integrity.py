@@ -184,7 +184,7 @@ def test_upstream_classification() -> None:
     assert classify_upstream(None, engine="llama-cpp").scope == "embedded"
     for url in ("http://127.0.0.1:1", "http://[::1]:1", "http://localhost:1", "http://127.9.9.9"):
         assert classify_upstream(url, engine="openai").scope == "loopback", url
-    for url in ("http://10.0.0.1", "http://example.invalid", "http://localhost.evil.invalid"):
+    for url in ("http://192.0.2.1", "http://example.invalid", "http://localhost.evil.invalid"):
         scope = classify_upstream(url, engine="openai")
         assert scope.scope == "remote" and scope.host, url
     # Injected classification (what the round-trip test uses): nothing is resolved here.
