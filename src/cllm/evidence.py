@@ -13,8 +13,8 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final, Literal
 
 import pydantic
@@ -54,6 +54,7 @@ __all__ = [
     "Ccel",
     "Evidence",
     "EvidenceCheck",
+    "GpuCollect",
     "TeeKind",
     "build_batch_evidence",
     "build_evidence",
@@ -61,6 +62,7 @@ __all__ = [
     "check_batch_binding",
     "check_batch_proof",
     "check_evidence",
+    "gpu_field_digest",
     "parse_evidence",
 ]
 
@@ -180,14 +182,27 @@ class Binding:
     signing_key: bytes  # SPKI DER of the server's per-boot response-signing key
     hpke_key: bytes  # raw X25519 public key (32 bytes) for end-to-end encryption
     tls_spki_sha256: bytes | None  # SHA-256 of the TLS certificate's SPKI, when TLS ends in the TD
+    # SHA-384(JCS(the evidence's gpu field)) when it carries one (docs/protocol.md, "GPU
+    # evidence"); absent from the JSON otherwise, so documents without GPUs are unchanged.
+    gpu_sha384: bytes | None = None
 
     def to_json(self) -> dict[str, str | None]:
-        return {
+        doc = {
             "nonce": self.nonce.hex(),
             "signing_key": base64.b64encode(self.signing_key).decode(),
             "hpke_key": base64.b64encode(self.hpke_key).decode(),
             "tls_spki_sha256": self.tls_spki_sha256.hex() if self.tls_spki_sha256 else None,
         }
+        if self.gpu_sha384 is not None:
+            doc["gpu_sha384"] = self.gpu_sha384.hex()
+        return doc
+
+    def keys_digest(self) -> bytes:
+        """SHA-256(JCS(the keys alone)): what every GPU nonce is derived with (``gpu_nonce``)."""
+        doc = self.to_json()
+        del doc["nonce"]
+        doc.pop("gpu_sha384", None)
+        return hashlib.sha256(canonical_json(doc)).digest()
 
     @classmethod
     def with_throwaway_keys(cls, nonce: bytes) -> Binding:
@@ -233,6 +248,7 @@ class Evidence:
     binding: Binding
     collateral: Mapping[str, Any] | None
     batch: InclusionProof | None = None  # version 2: binding.nonce's proof under the root
+    gpu: Mapping[str, Any] | None = None  # the GPU evidence field, as sent (cllm.gpu)
 
     def to_json(self) -> dict[str, Any]:
         doc = {
@@ -253,6 +269,8 @@ class Evidence:
         }
         if self.batch is not None:
             doc["batch"] = self.batch.to_json()
+        if self.gpu is not None:
+            doc["gpu"] = dict(self.gpu)
         return doc
 
 
@@ -262,6 +280,7 @@ class _BindingModel(BaseModel):
     signing_key: str = Field(max_length=4096)
     hpke_key: str = Field(max_length=64)
     tls_spki_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    gpu_sha384: str | None = Field(default=None, pattern=r"^[0-9a-f]{96}$")
 
 
 class _CcelModel(BaseModel):
@@ -288,6 +307,7 @@ class _EvidenceModel(BaseModel):
     binding: _BindingModel
     collateral: dict[str, Any] | None = None
     batch: _BatchModel | None = None
+    gpu: dict[str, Any] | None = None
 
 
 def _batch(model: _EvidenceModel) -> InclusionProof | None:
@@ -328,6 +348,11 @@ def parse_evidence(document: Mapping[str, Any] | str | bytes) -> Evidence:
             if model.binding.tls_spki_sha256
             else None
         ),
+        gpu_sha384=(
+            _hex(model.binding.gpu_sha384, "binding.gpu_sha384", 48)
+            if model.binding.gpu_sha384
+            else None
+        ),
     )
     ccel = (
         Ccel(
@@ -345,6 +370,7 @@ def parse_evidence(document: Mapping[str, Any] | str | bytes) -> Evidence:
         binding=binding,
         collateral=model.collateral,
         batch=_batch(model),
+        gpu=model.gpu,
     )
 
 
@@ -513,6 +539,16 @@ def check_evidence(evidence: Evidence, *, expected_nonce: bytes) -> EvidenceChec
     )
 
 
+# ``(anchor, keys digest) -> the gpu field``: the server's GPU collection for one quote, with
+# each GPU's nonce derived from both (``cllm.gpu.gpu_nonce``).
+GpuCollect = Callable[[bytes, bytes], Mapping[str, Any]]
+
+
+def gpu_field_digest(document: Mapping[str, Any]) -> bytes:
+    """SHA-384(JCS(gpu field)): what ``Binding.gpu_sha384`` holds."""
+    return hashlib.sha384(canonical_json(document)).digest()
+
+
 def build_evidence(
     backend: TeeBackend,
     *,
@@ -520,13 +556,18 @@ def build_evidence(
     binding: Binding,
     events: Sequence[Event],
     collateral: Collateral | None,
+    gpu: GpuCollect | None = None,
 ) -> Evidence:
     """Quote ``binding`` on ``backend`` and package it with the log that led to its RTMR3.
 
     ``events`` must be exactly what was extended into the backend's RTMR3 (an ``EventLog``'s
     ``events()``); the quote is taken after, so the two agree unless an append races it, which
-    a verifier then sees as ``rtmr3_mismatch``.
+    a verifier then sees as ``rtmr3_mismatch``. ``gpu`` collects GPU evidence first, its nonces
+    derived from the client's nonce; the binding then commits to its digest.
     """
+    gpu_doc = gpu(binding.nonce, binding.keys_digest()) if gpu is not None else None
+    if gpu_doc is not None:
+        binding = replace(binding, gpu_sha384=gpu_field_digest(gpu_doc))
     quote = backend.get_quote(binding.report_data())
     ccel = backend.read_ccel()
     return Evidence(
@@ -536,6 +577,7 @@ def build_evidence(
         ccel=Ccel(table=ccel[0], data=ccel[1]) if ccel else None,
         binding=binding,
         collateral=collateral.to_json_dict() if collateral is not None else None,
+        gpu=gpu_doc,
     )
 
 
@@ -546,6 +588,7 @@ def build_batch_evidence(
     bindings: Sequence[Binding],
     events: Sequence[Event],
     collateral: Collateral | None,
+    gpu: GpuCollect | None = None,
 ) -> list[Evidence]:
     """Version 2: one quote for all ``bindings`` (the same keys, each with its client's nonce),
     over the Merkle root of their nonces; one document per binding, in order, each with its own
@@ -558,6 +601,11 @@ def build_batch_evidence(
     if any(b.tls_spki_sha256 != first.tls_spki_sha256 for b in bindings):
         raise ValueError("one batch, one set of keys")
     tree = MerkleTree([b.nonce for b in bindings])
+    gpu_doc = gpu(tree.root, first.keys_digest()) if gpu is not None else None
+    if gpu_doc is not None:
+        digest = gpu_field_digest(gpu_doc)
+        bindings = [replace(b, gpu_sha384=digest) for b in bindings]
+        first = bindings[0]
     quote = backend.get_quote(first.batch_report_data(tree.root))
     ccel = backend.read_ccel()
     log = tuple(event.to_json() for event in events)
@@ -571,6 +619,7 @@ def build_batch_evidence(
             binding=binding,
             collateral=carried,
             batch=tree.proof(index),
+            gpu=gpu_doc,
         )
         for index, binding in enumerate(bindings)
     ]

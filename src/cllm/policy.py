@@ -227,6 +227,60 @@ class _ReleaseRef(_Strict):
     publisher_key: str = Field(min_length=1)
 
 
+_DRIVER_VERSION: Final = re.compile(r"^[0-9]{1,8}(\.[0-9]{1,8}){0,5}$")
+_VBIOS_VERSION: Final = re.compile(r"^[0-9A-Fa-f]{1,8}(\.[0-9A-Fa-f]{1,8}){0,5}$")
+GpuArchName = Literal["hopper", "blackwell"]
+GpuModeName = Literal["single", "multi", "ppcie"]
+
+
+def _versions(
+    value: str | tuple[str, ...] | None, pattern: re.Pattern[str], what: str
+) -> str | tuple[str, ...] | None:
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else value
+    if not values:
+        raise ValueError("an allow-list must not be empty (leave the key out instead)")
+    for item in values:
+        if not pattern.match(item):
+            raise ValueError(f"{item[:30]!r} is not {what}")
+    return value
+
+
+class _Gpu(_Strict):
+    """GPU requirements (docs/policy.md, "[gpu]"). The defaults judge GPU evidence strictly
+    when a server sends it and ask for none otherwise, so machines without GPUs appraise as
+    before."""
+
+    required: StrictBool = False  # attested GPU evidence must be present
+    count: int | None = Field(default=None, ge=1, le=64, strict=True)  # exactly this many
+    allowed_architectures: tuple[GpuArchName, ...] = ("hopper", "blackwell")
+    min_driver_version: str | None = None  # dotted decimal, compared numerically
+    allowed_driver_versions: tuple[str, ...] | None = None
+    min_vbios_version: str | None = None  # dotted hex (96.00.5E.00.04), compared numerically
+    allowed_vbios_versions: tuple[str, ...] | None = None
+    allowed_modes: tuple[GpuModeName, ...] = ("single", "multi", "ppcie")
+    require_measurements: StrictBool = True  # driver and VBIOS RIMs found, verified, matched
+    ocsp: Literal["require", "allow-unknown", "off"] = "require"
+
+    @field_validator("min_driver_version", "allowed_driver_versions")
+    @classmethod
+    def _driver(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        return _versions(value, _DRIVER_VERSION, "a dotted decimal version (570.124.03)")
+
+    @field_validator("min_vbios_version", "allowed_vbios_versions")
+    @classmethod
+    def _vbios(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        return _versions(value, _VBIOS_VERSION, "a dotted hex version (96.00.5E.00.04)")
+
+    @field_validator("allowed_architectures", "allowed_modes")
+    @classmethod
+    def _not_empty(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if not values:
+            raise ValueError("must name at least one")
+        return values
+
+
 class _PolicyDocument(_Strict):
     tcb: _Tcb = _Tcb()
     td: _Td = _Td()
@@ -234,6 +288,7 @@ class _PolicyDocument(_Strict):
     freshness: _Freshness = _Freshness()
     upstream: _Upstream = _Upstream()
     release: _ReleaseRef | None = None
+    gpu: _Gpu = _Gpu()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,5 +4,14 @@ one."""
 
 from cllm.appraisal._appraise import EvidenceAppraiser, Verdict
 from cllm.appraisal._collateral_source import CollateralSource
+from cllm.appraisal._gpu import GpuAppraiser, GpuOutcome, GpuTrust, load_simulated_gpu_root
 
-__all__ = ["CollateralSource", "EvidenceAppraiser", "Verdict"]
+__all__ = [
+    "CollateralSource",
+    "EvidenceAppraiser",
+    "GpuAppraiser",
+    "GpuOutcome",
+    "GpuTrust",
+    "Verdict",
+    "load_simulated_gpu_root",
+]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from cllm.appraisal._collateral_source import CollateralSource
 from cllm.appraisal._freshness import collateral_findings, freshest
+from cllm.appraisal._gpu import GpuAppraiser, GpuOutcome, GpuTrust
 from cllm.appraisal._reuse import DcapReuse
 from cllm.errors import CllmError
 from cllm.evidence import Evidence, check_evidence, parse_evidence
@@ -87,8 +88,10 @@ class EvidenceAppraiser:
         intel: QuoteVerifier,
         simulated: QuoteVerifier | None,
         collateral: CollateralSource,
+        gpu: GpuTrust | None = None,
     ) -> None:
         self._intel = intel
+        self._gpu = GpuAppraiser(gpu)  # GPU steps (cllm.appraisal._gpu); simulated GPUs: opt-in
         self._simulated = simulated  # only with --trust-simulated-root
         self._collateral = collateral
         self._dcap = DcapReuse()  # one batch's clients share a quote: its DCAP work once
@@ -155,11 +158,14 @@ class EvidenceAppraiser:
             for event in check.events
         )
         claims["upstream"] = where_prompts_go(component_facts)
+        gpu = self._gpu.appraise(evidence, policy=policy, at=at)
+        claims["gpus"] = list(gpu.gpus)
         # Every check that can run does, so the reasons name all findings (a real quote with a
         # foreign binding still reports its TCB).
         reasons: list[Reason] = []
         if check.error is not None:
             reasons.append(Reason(check.error.code, check.error.message))
+        reasons += [reason for status, reason in gpu.findings if status == "contraindicated"]
         if check.quote is None:
             return Appraisal(status="contraindicated", reasons=tuple(reasons))
         verifier = self._simulated if claims["simulated"] else self._intel
@@ -212,7 +218,7 @@ class EvidenceAppraiser:
             mrownerconfig=body.mr_owner_config.hex(),
             mrservicetd=body.mr_servicetd.hex() if body.mr_servicetd is not None else None,
         )
-        return appraise(policy, facts)
+        return _with_gpu_warnings(appraise(policy, facts), gpu)
 
     def _collateral_for(self, evidence: Evidence, quote: Quote, *, simulated: bool) -> Collateral:
         if evidence.collateral is not None:
@@ -222,6 +228,15 @@ class EvidenceAppraiser:
             own = self._collateral.own_for(quote, may_fetch=not simulated)
             return carried if own is None else freshest(carried=carried, own=own)
         return self._collateral.for_quote(quote)
+
+
+def _with_gpu_warnings(appraisal: Appraisal, gpu: GpuOutcome) -> Appraisal:
+    """The GPU steps' warnings (unattested GPUs, a simulated GPU) join the policy's findings."""
+    warnings = tuple(reason for status, reason in gpu.findings if status == "warning")
+    if not warnings:
+        return appraisal
+    status: Status = "contraindicated" if appraisal.status == "contraindicated" else "warning"
+    return replace(appraisal, status=status, reasons=(*appraisal.reasons, *warnings))
 
 
 def _base_claims(*, nonce: bytes, policy: Policy) -> dict[str, Any]:
@@ -236,6 +251,7 @@ def _base_claims(*, nonce: bytes, policy: Policy) -> dict[str, Any]:
         "policy": {"id": policy.id, "sha256": policy.sha256},
         "reference": None,
         "upstream": {"scope": "unknown", "host": None},
+        "gpus": [],
     }
 
 

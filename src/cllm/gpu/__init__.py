@@ -7,6 +7,15 @@ of docs/gpu.md with the time, expected nonce, trust roots, RIM source and OCSP p
 from cllm.gpu._backend import GpuBackend, GpuCcState, GpuDevice, GpuEvidence
 from cllm.gpu._bundle import GpuBundleVerification, verify_bundle
 from cllm.gpu._chain import GpuArch
+from cllm.gpu._document import (
+    GPU_EVIDENCE_VERSION,
+    GPU_NONCE_DOMAIN,
+    GpuDocument,
+    GpuReportEntry,
+    gpu_document_digest,
+    gpu_nonce,
+    parse_gpu_document,
+)
 from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
 from cllm.gpu._pipeline import (
     NO_RIMS,
@@ -42,6 +51,8 @@ from cllm.gpu._simulated import (
 from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
 
 __all__ = [
+    "GPU_EVIDENCE_VERSION",
+    "GPU_NONCE_DOMAIN",
     "NO_RIMS",
     "NVIDIA_OCSP_URL",
     "NVIDIA_RIM_SERVICE_URL",
@@ -53,8 +64,10 @@ __all__ = [
     "GpuCcState",
     "GpuClaims",
     "GpuDevice",
+    "GpuDocument",
     "GpuEvidence",
     "GpuReport",
+    "GpuReportEntry",
     "GpuTrustRoots",
     "GpuVerification",
     "GpuVerifier",
@@ -77,8 +90,11 @@ __all__ = [
     "driver_rim_id",
     "encode_opaque",
     "encode_report",
+    "gpu_document_digest",
+    "gpu_nonce",
     "load_simulated_gpu",
     "nvidia_roots",
+    "parse_gpu_document",
     "parse_report",
     "select_gpu_backend",
     "simulated_roots_from_pem",

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from cllm.evidence import NONCE_SIZE
 from cllm.server._admission import Admission, AdmissionRefusedError, AdmissionSettings, client_key
 from cllm.server._batch_evidence import BatchEvidence
+from cllm.server._gpu_evidence import gpu_collector
 from cllm.server._runtime import Runtime
 
 __all__ = ["attestation_router"]
@@ -56,6 +57,7 @@ def attestation_router(
         keys=runtime.keys.binding(bytes(NONCE_SIZE)),
         events=runtime.events,
         collateral=runtime.collateral,
+        gpu=gpu_collector(runtime.gpu, clock=time.time) if runtime.gpu is not None else None,
     )
     admission = Admission(
         quote_batch,

@@ -22,6 +22,7 @@ import httpx
 
 from cllm.errors import GpuError
 from cllm.gpu import (
+    GpuCcState,
     GpuVerifier,
     OcspFetcher,
     OcspMode,
@@ -56,6 +57,12 @@ class GpuGate:
     status: GpuStatus
     error_code: str | None  # why unattested (optional mode)
     event: Event | None  # None only when off
+    # For the per-attestation GPU evidence (``_gpu_evidence``): the backend, the GPUs it found,
+    # their confidential-computing state, and the RIM documents the gate verified with.
+    source: GpuBackend | None = None
+    devices: tuple[GpuDevice, ...] = ()
+    cc: GpuCcState | None = None
+    rim_documents: tuple[bytes, ...] = ()
 
     def describe(self) -> str:
         """One line for the start-up summary."""
@@ -71,6 +78,21 @@ def evidence_digest(evidence: tuple[GpuEvidence, ...]) -> bytes:
         for part in (item.report, item.chain_pem):
             h.update(len(part).to_bytes(4, "big") + part)
     return h.digest()
+
+
+class _Recording:
+    """A RIM source that remembers what it handed out (the server carries those RIMs in its
+    evidence, so verifiers need not fetch them; they verify them like any other)."""
+
+    def __init__(self, inner: RimSource) -> None:
+        self._inner = inner
+        self.found: list[bytes] = []
+
+    def find(self, rim_id: str, kind: RimKind, version: str) -> bytes | None:
+        data = self._inner.find(rim_id, kind, version)
+        if data is not None and data not in self.found:
+            self.found.append(data)
+        return data
 
 
 def _rims(
@@ -101,12 +123,14 @@ def _verify(
     *,
     clock: Callable[[], float],
     nonce: bytes,
-) -> tuple[dict[str, object], list[dict[str, object]], bytes]:
-    """Collect and verify; returns (policy, per-GPU attested claims, evidence digest)."""
+) -> tuple[dict[str, object], list[dict[str, object]], bytes, tuple[bytes, ...]]:
+    """Collect and verify; returns (policy, per-GPU attested claims, evidence digest, the RIM
+    documents used)."""
     evidence = backend.collect(nonce)
     at = int(clock())
     with httpx.Client(timeout=10.0) as client:
-        rims, label = _rims(settings, backend, client)
+        found, label = _rims(settings, backend, client)
+        rims = _Recording(found)
         policy = _policy(settings, backend, label)
         fetcher = (
             OcspFetcher(client=client, clock=clock, nonce=lambda: secrets.token_bytes(32))
@@ -152,7 +176,7 @@ def _verify(
             }
         )
     backend.set_ready()
-    return policy, gpus, evidence_digest(evidence)
+    return policy, gpus, evidence_digest(evidence), tuple(rims.found)
 
 
 def _present(devices: tuple[GpuDevice, ...]) -> list[dict[str, object]]:
@@ -236,6 +260,7 @@ def gpu_boot_gate(
     settings = settings.model_copy(update={"gpu": mode})
     if mode == "off":
         return settings, GpuGate("off", backend.name, chosen.reason, "off", None, None)
+    state: GpuCcState | None = None
     details: dict[str, object] = {
         "setting": mode,
         "backend": backend.name,
@@ -254,14 +279,24 @@ def gpu_boot_gate(
         details["cc"] = state.mode
         details["cc_environment"] = state.environment
         details["multi_gpu_mode"] = state.multi_gpu_mode
-        policy, gpus, digest = _verify(settings, backend, clock=clock, nonce=nonce())
+        policy, gpus, digest, rim_documents = _verify(settings, backend, clock=clock, nonce=nonce())
     except GpuError as exc:
         if mode == "required":
             raise
         _log.warning("GPUs not attested (--gpu optional): [%s] %s", exc.code, exc.message)
         status: GpuStatus = "absent" if not devices and device_error is None else "unattested"
         details.update({"status": status, "attested": False, "reason": exc.code})
-        gate = GpuGate(mode, backend.name, chosen.reason, status, exc.code, _event(details))
+        gate = GpuGate(
+            mode,
+            backend.name,
+            chosen.reason,
+            status,
+            exc.code,
+            _event(details),
+            source=backend,
+            devices=devices,
+            cc=state,
+        )
         return settings, gate
     details.update(
         {
@@ -278,4 +313,16 @@ def gpu_boot_gate(
             "policy_sha384": hashlib.sha384(canonical_json(policy)).hexdigest(),
         }
     )
-    return settings, GpuGate(mode, backend.name, chosen.reason, "attested", None, _event(details))
+    gate = GpuGate(
+        mode,
+        backend.name,
+        chosen.reason,
+        "attested",
+        None,
+        _event(details),
+        source=backend,
+        devices=devices,
+        cc=state,
+        rim_documents=rim_documents,
+    )
+    return settings, gate

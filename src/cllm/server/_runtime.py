@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from cllm.engine import Engine
 from cllm.evidence import build_evidence
 from cllm.measure import DirectorySnapshot, Event, MemfdFile
+from cllm.server._gpu import GpuGate
+from cllm.server._gpu_evidence import gpu_collector
 from cllm.server._keys import ServerKeys
 from cllm.server._settings import ServeSettings
 from cllm.tee import SelectedBackend, SimulatedTdBackend
@@ -34,6 +37,9 @@ class Runtime:
     # sealed copy, which llama.cpp loads (None: no embedded model). Both live as long as this.
     ui_snapshot: DirectorySnapshot | None = None
     model_file: MemfdFile | None = None
+    # The GPU boot gate's outcome: what each quote's GPU evidence is collected from (None: no
+    # GPU field in the evidence).
+    gpu: GpuGate | None = None
     # One quote at a time: configfs-tsm has one report entry per writer, and quotes are cheap
     # to serialise against how rarely clients ask.
     _quote_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,6 +56,7 @@ class Runtime:
                 binding=self.keys.binding(nonce),
                 events=self.events,
                 collateral=self.collateral,
+                gpu=gpu_collector(self.gpu, clock=time.time) if self.gpu is not None else None,
             )
         return evidence.to_json()
 

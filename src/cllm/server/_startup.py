@@ -197,6 +197,7 @@ def build_runtime(
         collateral=_simulated_collateral(chosen),
         ui_snapshot=ui_snapshot,
         model_file=model_file,
+        gpu=gpu,
     )
     report = StartupReport(
         tee=chosen.evidence_tee,
