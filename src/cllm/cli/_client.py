@@ -40,10 +40,17 @@ def _verifier(args: argparse.Namespace) -> Verifier:
     if args.verifier_key and not args.verifier:
         raise CllmError("--verifier-key pins a --verifier's key", code="usage")
     if args.verifier:
-        if args.policy or args.collateral_dir or args.trust_simulated_root or args.release:
+        if (
+            args.policy
+            or args.collateral_dir
+            or args.trust_simulated_root
+            or args.release
+            or args.trust_simulated_gpu_root
+        ):
             raise CllmError(
-                "--policy, --release, --collateral-dir and --trust-simulated-root are for "
-                "--local; a verifier service uses its own (choose its policy with --policy-id)",
+                "--policy, --release, --collateral-dir, --trust-simulated-root and "
+                "--trust-simulated-gpu-root are for --local; a verifier service uses its own "
+                "(choose its policy with --policy-id)",
                 code="usage",
             )
         pin = parse_verifier_key(args.verifier_key) if args.verifier_key else None
@@ -64,6 +71,9 @@ def _verifier(args: argparse.Namespace) -> Verifier:
         trust_simulated_root=Path(args.trust_simulated_root) if args.trust_simulated_root else None,
         collateral_dir=Path(args.collateral_dir) if args.collateral_dir else None,
         pccs_url=args.pccs_url,
+        trust_simulated_gpu_root=(
+            Path(args.trust_simulated_gpu_root) if args.trust_simulated_gpu_root else None
+        ),
     )
 
 
@@ -342,6 +352,11 @@ def _add_verification_flags(parser: argparse.ArgumentParser) -> None:
         "--trust-simulated-root",
         metavar="PEM_FILE",
         help="--local: accept simulated evidence under this root, at best 'warning'",
+    )
+    parser.add_argument(
+        "--trust-simulated-gpu-root",
+        metavar="PEM_FILE",
+        help="--local: accept a simulated GPU under these roots, at best 'warning'",
     )
     parser.add_argument("--collateral-dir", metavar="DIR", help="--local: offline collateral")
     parser.add_argument("--pccs-url", metavar="URL", help="--local: PCCS or Intel PCS")

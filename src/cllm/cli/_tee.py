@@ -190,6 +190,7 @@ def _verdict(
 ) -> Verdict:
     """The shared appraisal (``EvidenceAppraiser``) under ``--policy`` / ``--release``, with
     the collateral chosen above carried in the document."""
+    from cllm.appraisal import GpuTrust, load_simulated_gpu_root
     from cllm.policy import default_policy, parse_policy
     from cllm.release import load_release
     from cllm.verifier import CollateralSource, EvidenceAppraiser
@@ -212,10 +213,12 @@ def _verdict(
     simulated = None
     if args.trust_simulated_root:
         simulated = QuoteVerifier(trust_root=simulation_trust_root(Path(args.trust_simulated_root)))
+    gpu_root = getattr(args, "trust_simulated_gpu_root", None)
     appraiser = EvidenceAppraiser(
         intel=QuoteVerifier(trust_root=intel_root()),
         simulated=simulated,
         collateral=CollateralSource(offline_dir=None, fetcher=None),
+        gpu=GpuTrust(simulated=load_simulated_gpu_root(Path(gpu_root)) if gpu_root else None),
     )
     document = {**evidence.to_json(), "collateral": collateral.to_json_dict()}
     return appraiser.appraise(document, nonce=args.nonce, policy=policy, at=at)
@@ -274,6 +277,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--trust-simulated-root",
         metavar="PEM_FILE",
         help="accept quotes of this simulation root and the simulated QE (never Intel's)",
+    )
+    check.add_argument(
+        "--trust-simulated-gpu-root",
+        metavar="PEM_FILE",
+        help="accept a simulated GPU under these roots (cllm gpu simulated-root), at best warning",
     )
     check.add_argument("--at", type=int, metavar="UNIX_SECONDS", help="evaluation time")
     check.add_argument("--policy", metavar="FILE", help="appraisal policy (default: default)")

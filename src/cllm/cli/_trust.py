@@ -24,7 +24,13 @@ from cllm.errors import CllmError
 
 __all__ = ["apply_trust", "register"]
 
-_LOCAL_ONLY = ("policy", "trust_simulated_root", "collateral_dir", "pccs_url")
+_LOCAL_ONLY = (
+    "policy",
+    "trust_simulated_root",
+    "trust_simulated_gpu_root",
+    "collateral_dir",
+    "pccs_url",
+)
 _RESERVED = ("release", "publisher_key")  # cllm verify --release / --publisher-key
 
 
@@ -117,6 +123,7 @@ def _cmd_add(args: argparse.Namespace, console: Console) -> int:
             "policy_id": args.policy_id,
             "policy": _absolute(args.policy),
             "trust_simulated_root": _absolute(args.trust_simulated_root),
+            "trust_simulated_gpu_root": _absolute(args.trust_simulated_gpu_root),
             "collateral_dir": _absolute(args.collateral_dir),
             "pccs_url": args.pccs_url,
             "strict": True if args.strict else None,
@@ -183,6 +190,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("--policy-id", help="--verifier: the service's policy id")
     add.add_argument("--policy", metavar="FILE", help="local: appraisal policy (TOML)")
     add.add_argument("--trust-simulated-root", metavar="PEM_FILE", help="local: simulated root")
+    add.add_argument(
+        "--trust-simulated-gpu-root", metavar="PEM_FILE", help="local: simulated GPU roots"
+    )
     add.add_argument("--collateral-dir", metavar="DIR", help="local: offline collateral")
     add.add_argument("--pccs-url", metavar="URL", help="local: PCCS or Intel PCS")
     add.add_argument("--strict", action="store_true", help="treat 'warning' as a failure")

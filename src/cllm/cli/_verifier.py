@@ -36,6 +36,9 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
             trust_simulated_root=(
                 Path(args.trust_simulated_root) if args.trust_simulated_root else None
             ),
+            trust_simulated_gpu_root=(
+                Path(args.trust_simulated_gpu_root) if args.trust_simulated_gpu_root else None
+            ),
             workers=args.workers,
             state_dir=Path(args.state_dir)
             if args.state_dir
@@ -80,6 +83,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--trust-simulated-root",
         metavar="PEM_FILE",
         help="verify simulated evidence under this root (never better than 'warning')",
+    )
+    serve.add_argument(
+        "--trust-simulated-gpu-root",
+        metavar="PEM_FILE",
+        help="verify a simulated GPU under these roots (cllm gpu simulated-root; never better "
+        "than 'warning')",
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where the token key lives")
     serve.add_argument(

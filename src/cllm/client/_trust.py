@@ -81,6 +81,7 @@ class _EntryModel(pydantic.BaseModel):
     policy: str | None = None
     policy_id: str | None = None
     trust_simulated_root: str | None = None
+    trust_simulated_gpu_root: str | None = None
     collateral_dir: str | None = None
     pccs_url: str | None = None
     strict: bool | None = None
@@ -104,6 +105,7 @@ class TrustEntry:
     policy: str | None = None  # local: policy file
     policy_id: str | None = None  # verifier service: its policy id
     trust_simulated_root: str | None = None
+    trust_simulated_gpu_root: str | None = None
     collateral_dir: str | None = None
     pccs_url: str | None = None
     strict: bool | None = None
@@ -116,6 +118,7 @@ class TrustEntry:
             for name in (
                 "policy",
                 "trust_simulated_root",
+                "trust_simulated_gpu_root",
                 "collateral_dir",
                 "pccs_url",
                 "release",
@@ -243,6 +246,9 @@ def trusted_verifier(url: str, *, config: TrustConfig | None = None) -> Verifier
         else None,
         collateral_dir=Path(entry.collateral_dir) if entry.collateral_dir else None,
         pccs_url=entry.pccs_url,
+        trust_simulated_gpu_root=(
+            Path(entry.trust_simulated_gpu_root) if entry.trust_simulated_gpu_root else None
+        ),
         release=entry.release,
         publisher_key=entry.publisher_key,
     )

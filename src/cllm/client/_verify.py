@@ -18,7 +18,12 @@ from typing import Any, Final, Literal, Protocol
 import httpx
 import jwt
 
-from cllm.appraisal import CollateralSource, EvidenceAppraiser
+from cllm.appraisal import (
+    CollateralSource,
+    EvidenceAppraiser,
+    GpuTrust,
+    load_simulated_gpu_root,
+)
 from cllm.client._channel import PinnedKeys
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
@@ -171,6 +176,7 @@ class LocalVerifier:
         pccs_url: str | None = None,
         clock: Callable[[], float] = time.time,
         http: httpx.Client | None = None,
+        trust_simulated_gpu_root: Path | None = None,
     ) -> None:
         self._policy = policy or default_policy()
         if (release is None) != (publisher_key is None):
@@ -205,6 +211,15 @@ class LocalVerifier:
             intel=QuoteVerifier(trust_root=intel_root()),
             simulated=simulated,
             collateral=CollateralSource(offline_dir=collateral_dir, fetcher=fetcher),
+            gpu=GpuTrust(
+                simulated=(
+                    load_simulated_gpu_root(trust_simulated_gpu_root)
+                    if trust_simulated_gpu_root is not None
+                    else None
+                ),
+                http=http,
+                clock=clock,
+            ),
         )
 
     @property

@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
-from cllm.appraisal import CollateralSource, EvidenceAppraiser, Verdict
+from cllm.appraisal import (
+    CollateralSource,
+    EvidenceAppraiser,
+    GpuTrust,
+    Verdict,
+    load_simulated_gpu_root,
+)
 from cllm.policy import Policy, load_policies
 from cllm.tee import simulation_trust_root
 from cllm.token import TokenSigner
@@ -140,6 +146,14 @@ def load_state(
         intel=QuoteVerifier(trust_root=intel_root()),
         simulated=simulated,
         collateral=CollateralSource(offline_dir=settings.collateral_dir, fetcher=fetcher),
+        gpu=GpuTrust(
+            simulated=(
+                load_simulated_gpu_root(settings.trust_simulated_gpu_root)
+                if settings.trust_simulated_gpu_root is not None
+                else None
+            ),
+            clock=clock,
+        ),
     )
     state = VerifierState(
         settings=settings,

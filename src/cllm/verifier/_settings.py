@@ -19,6 +19,7 @@ class VerifierSettings(BaseSettings):
     collateral_dir: Path | None = None
     pccs_url: str | None = None  # None: PCCS_URL of /etc/sgx_default_qcnl.conf, else Intel PCS
     trust_simulated_root: Path | None = None
+    trust_simulated_gpu_root: Path | None = None  # a simulated GPU's roots (never above warning)
     state_dir: Path
     issuer: str = "cllm-verifier"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
