@@ -14,6 +14,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -33,6 +34,7 @@ __all__ = [
     "Policy",
     "Reason",
     "Status",
+    "StatusName",
     "appraise",
     "default_policy",
     "load_policies",
@@ -40,7 +42,19 @@ __all__ = [
     "where_prompts_go",
 ]
 
-Status = Literal["affirming", "warning", "contraindicated"]
+
+class Status(StrEnum):
+    """The EAR verdict: the one status type of issuers (policy, appraisal, token), the SDK, the
+    CLI and the UI (``ui/src/claims.schema.json``). A ``str``: it compares, hashes and encodes
+    as its value, so tokens and JSON keep the exact strings."""
+
+    AFFIRMING = "affirming"
+    WARNING = "warning"
+    CONTRAINDICATED = "contraindicated"
+
+
+# A finding's level as the rules below write it (plain strings); ``Status`` once judged.
+StatusName = Literal["affirming", "warning", "contraindicated"]
 _RANK: Final[dict[str, int]] = {"affirming": 0, "warning": 1, "contraindicated": 2}
 _HEX48: Final = re.compile(r"^[0-9a-f]{96}$")
 _DIGEST: Final = re.compile(r"^sha384:[0-9a-f]{96}$")
@@ -436,16 +450,16 @@ class Appraisal:
     reference: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _worst(statuses: Sequence[Status]) -> Status:
-    return max(statuses, key=lambda status: _RANK[status], default="affirming")
+def _worst(statuses: Sequence[StatusName | Status]) -> Status:
+    return Status(max(statuses, key=lambda status: _RANK[status], default="affirming"))
 
 
 def appraise(policy: Policy, facts: Facts) -> Appraisal:
     """Every rule runs (so the reasons list all findings); the worst outcome wins."""
-    findings: list[tuple[Status, Reason]] = []
+    findings: list[tuple[StatusName, Reason]] = []
     doc = policy.document
 
-    def add(status: Status, code: str, message: str) -> None:
+    def add(status: StatusName, code: str, message: str) -> None:
         findings.append((status, Reason(code, message)))
 
     if facts.tcb_status in doc.tcb.accept:
@@ -547,7 +561,7 @@ def _label(release: Release) -> str:
     return f"{release.name} {release.version}"
 
 
-_Add = Callable[[Status, str, str], None]
+_Add = Callable[[StatusName, str, str], None]
 
 
 def _judge_components(

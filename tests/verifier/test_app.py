@@ -33,6 +33,7 @@ class Service:
         )
         self.clock = [float(NOW)]
         state = load_state(settings, clock=lambda: self.clock[0])
+        self.state = state
         self.client = TestClient(create_app(state))
         self.jwks = self.client.get("/.well-known/jwks.json").json()
 
@@ -333,7 +334,9 @@ def test_memoised_collateral_never_hides_a_change(trusting: Service) -> None:
         assert claims["status"] == "contraindicated", field
         assert [r["code"] for r in claims["reasons"]] == [code], field
     assert trusting.attest(evidence, nonce)["status"] == "warning"
-    memo = _appraise._collateral_memo.cache_info()
+    # The memo belongs to the service's appraiser (issue 15), not to the module.
+    memo = trusting.state.appraiser.collateral_memo_info()
+    assert memo.hits > 0
     assert memo.maxsize == _appraise._COLLATERAL_MEMO_ENTRIES
     assert memo.currsize <= memo.maxsize
     # Only objects of strings are memoised, and only small ones.

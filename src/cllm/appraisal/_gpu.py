@@ -49,9 +49,11 @@ from cllm.gpu import (
     OcspFetcher,
     OcspMode,
     OcspPolicy,
+    OcspSource,
     RimFiles,
     RimKind,
     RimService,
+    RimSource,
     RimSources,
     gpu_document_digest,
     gpu_nonce,
@@ -61,17 +63,17 @@ from cllm.gpu import (
     simulated_roots_from_pem,
     verify_bundle,
 )
-from cllm.policy import Policy, Reason, Status
+from cllm.policy import Policy, Reason, StatusName
 from cllm.verify import Step
 
-__all__ = ["GpuAppraiser", "GpuOutcome", "GpuTrust", "load_simulated_gpu_root"]
+__all__ = ["GpuAppraiser", "GpuOutcome", "GpuRun", "GpuTrust", "load_simulated_gpu_root"]
 
 _log = logging.getLogger(__name__)
 
 _MODE_CLAIM: Final = {"SPT": "cc", "MPT": "mgpu", "PPCIE": "ppcie"}
 _MODE_POLICY: Final = {"SPT": "single", "MPT": "multi", "PPCIE": "ppcie"}
 _OCSP_CLAIM: Final = {"good": "good", "unknown": "unknown", "unavailable": "unknown", "off": "off"}
-_FATAL: Final[Status] = "contraindicated"
+_FATAL: Final[StatusName] = "contraindicated"
 
 
 def load_simulated_gpu_root(path: Path) -> GpuTrustRoots:
@@ -103,16 +105,19 @@ class GpuTrust:
     OCSP answers come from beyond those the evidence carries (None: NVIDIA's responder)."""
 
     simulated: GpuTrustRoots | None = None
-    rims: RimSources | RimFiles | RimService | None = None
-    ocsp: OcspFetcher | None = None
+    rims: RimSource | None = None
+    ocsp: OcspSource | None = None
     http: httpx.Client | None = None
     clock: Callable[[], float] = time.time
+    # False (``Trust.offline``): hardware RIMs and OCSP answers only as carried or given here,
+    # never fetched from NVIDIA.
+    fetch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class GpuOutcome:
     steps: tuple[Step, ...]
-    findings: tuple[tuple[Status, Reason], ...]
+    findings: tuple[tuple[StatusName, Reason], ...]
     gpus: tuple[dict[str, Any], ...]  # the ``gpus`` claim
     simulated: bool  # a simulated GPU passed: the verdict is capped at warning
 
@@ -122,7 +127,9 @@ class GpuOutcome:
 
 
 @dataclass(slots=True)
-class _Run:
+class GpuRun:
+    """One GPU appraisal, filled step by step (``GpuAppraiser.start``, then each step)."""
+
     evidence: Evidence
     policy: Policy
     at: int
@@ -130,9 +137,9 @@ class _Run:
     roots: GpuTrustRoots | None = None
     expected_nonce: bytes | None = None
     bundle: GpuBundleVerification | None = None
-    findings: list[tuple[Status, Reason]] = field(default_factory=list)
+    findings: list[tuple[StatusName, Reason]] = field(default_factory=list)
     per_gpu_errors: dict[int, Reason] = field(default_factory=dict)
-    done: bool = False  # nothing further to appraise (no GPUs, or GPUs stated unattested)
+    over: bool = False  # a step stopped the GPU appraisal (failed, or nothing more to check)
 
 
 class _StopError(Exception):
@@ -154,8 +161,8 @@ class GpuAppraiser:
         self._verifiers: dict[GpuTrustRoots, GpuVerifier] = {}
         self._http: httpx.Client | None = self._trust.http
         self._service: RimService | None = None
-        self._fetcher: OcspFetcher | None = self._trust.ocsp
-        self._steps: tuple[tuple[str, Callable[[_Run], None]], ...] = (
+        self._fetcher: OcspFetcher | None = None
+        self._steps: tuple[tuple[str, Callable[[GpuRun], None]], ...] = (
             ("gpu_present", self._present),
             ("gpu_parse", self._parse),
             ("gpu_binding", self._binding),
@@ -166,44 +173,71 @@ class GpuAppraiser:
             ("gpu_policy", self._policy),
         )
 
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self._steps)
+
+    def start(self, evidence: Evidence, *, policy: Policy, at: int) -> GpuRun:
+        return GpuRun(evidence=evidence, policy=policy, at=at)
+
+    def run_step(self, name: str, run: GpuRun) -> None:
+        """Step ``name`` on ``run``: its findings are appended to ``run.findings``; after a step
+        that stopped the GPU appraisal, later steps do nothing."""
+        if run.over:
+            return
+        step = dict(self._steps)[name]
+        try:
+            step(run)
+        except _StopError:
+            run.over = True
+        except CllmError as exc:
+            run.findings.append((_FATAL, Reason(exc.code, exc.message)))
+        except Exception as exc:  # fail closed on a defect, and say so
+            _log.exception("GPU appraisal step %s failed unexpectedly", name)
+            message = f"unexpected {type(exc).__name__} in GPU step {name}"
+            run.findings.append((_FATAL, Reason("internal_error", message)))
+        if _first_fatal(run.findings) is not None:
+            run.over = True
+
+    def claims(self, run: GpuRun) -> list[dict[str, Any]]:
+        """The ``gpus`` claim, as far as the run got."""
+        return self._claims(run)
+
+    @staticmethod
+    def simulated_passed(run: GpuRun) -> bool:
+        """A simulated GPU's evidence passed: the verdict must say so and stay at warning."""
+        return (
+            _first_fatal(run.findings) is None
+            and run.document is not None
+            and run.document.simulated
+            and run.document.status == "attested"
+            and run.bundle is not None
+        )
+
     def appraise(self, evidence: Evidence, *, policy: Policy, at: int) -> GpuOutcome:
-        run = _Run(evidence=evidence, policy=policy, at=at)
+        """All GPU steps at once (without the TD's): steps, findings, claims."""
+        run = self.start(evidence, policy=policy, at=at)
         steps: list[Step] = []
-        for number, (name, step) in enumerate(self._steps, start=1):
-            stop = False
-            try:
-                step(run)
-            except _StopError:
-                stop = True
-            except CllmError as exc:
-                run.findings.append((_FATAL, Reason(exc.code, exc.message)))
-                steps.append(Step(number, name, False, exc.code, exc.message))
+        for number, (name, _) in enumerate(self._steps, start=1):
+            if run.over:
                 break
-            except Exception as exc:  # fail closed on a defect, and say so
-                _log.exception("GPU appraisal step %s failed unexpectedly", name)
-                message = f"unexpected {type(exc).__name__} in GPU step {name}"
-                run.findings.append((_FATAL, Reason("internal_error", message)))
-                steps.append(Step(number, name, False, "internal_error", message))
-                break
-            failed = _first_fatal(run.findings)
+            before = len(run.findings)
+            self.run_step(name, run)
+            failed = _first_fatal(run.findings[before:])
             if failed is None:
                 steps.append(Step(number, name, True))
             else:
                 steps.append(Step(number, name, False, failed.code, failed.message))
-            if failed is not None or stop:
-                break
-        gpus = tuple(self._claims(run))
-        passed = not any(status == _FATAL for status, _ in run.findings)
-        simulated = passed and run.document is not None and run.document.simulated and bool(gpus)
+        simulated = self.simulated_passed(run)
         if simulated:
             run.findings.append(
                 ("warning", Reason("simulated_gpu", "GPU evidence comes from a simulated GPU"))
             )
-        return GpuOutcome(tuple(steps), tuple(run.findings), gpus, simulated)
+        return GpuOutcome(tuple(steps), tuple(run.findings), tuple(self._claims(run)), simulated)
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _present(self, run: _Run) -> None:
+    def _present(self, run: GpuRun) -> None:
         evidence, gpu_policy = run.evidence, run.policy.document.gpu
         bound = evidence.binding.gpu_sha384 is not None
         if evidence.gpu is None and bound:
@@ -224,10 +258,10 @@ class GpuAppraiser:
                 )
             raise _StopError
 
-    def _parse(self, run: _Run) -> None:
+    def _parse(self, run: GpuRun) -> None:
         run.document = parse_gpu_document(run.evidence.gpu)
 
-    def _binding(self, run: _Run) -> None:
+    def _binding(self, run: GpuRun) -> None:
         bound = _need(run.evidence.binding.gpu_sha384)
         digest = gpu_document_digest(_need(run.evidence.gpu))
         if not hmac.compare_digest(digest, bound):
@@ -236,7 +270,7 @@ class GpuAppraiser:
                 code="gpu_evidence_digest_mismatch",
             )
 
-    def _state(self, run: _Run) -> None:
+    def _state(self, run: GpuRun) -> None:
         document = _need(run.document)
         if document.cc == "devtools":
             raise VerificationError(
@@ -265,7 +299,7 @@ class GpuAppraiser:
                 code="gpu_report_missing",
             )
 
-    def _roots(self, run: _Run) -> None:
+    def _roots(self, run: GpuRun) -> None:
         if not _need(run.document).simulated:
             run.roots = nvidia_roots()
             return
@@ -277,7 +311,7 @@ class GpuAppraiser:
             )
         run.roots = self._trust.simulated
 
-    def _nonce(self, run: _Run) -> None:
+    def _nonce(self, run: GpuRun) -> None:
         evidence = run.evidence
         anchor = evidence.batch.root if evidence.batch is not None else evidence.binding.nonce
         expected = gpu_nonce(anchor=anchor, keys_digest=evidence.binding.keys_digest())
@@ -291,7 +325,7 @@ class GpuAppraiser:
                     code="gpu_nonce_mismatch",
                 )
 
-    def _verify(self, run: _Run) -> None:
+    def _verify(self, run: GpuRun) -> None:
         document, roots = _need(run.document), _need(run.roots)
         gpu_policy = run.policy.document.gpu
         verifier = self._verifiers.get(roots)
@@ -299,10 +333,11 @@ class GpuAppraiser:
             verifier = self._verifiers.setdefault(roots, GpuVerifier(roots=roots))
         carried = RimFiles(document.rims)
         rims: RimFiles | RimSources = carried
-        fetcher: OcspFetcher | None = None
+        fetcher: OcspSource | None = None
         if not document.simulated:  # a simulated GPU's RIMs and OCSP exist only as carried
-            rims = RimSources((carried, self._trust.rims or self._rim_service()))
-            fetcher = self._ocsp_fetcher()
+            own = self._trust.rims or (self._rim_service() if self._trust.fetch else None)
+            rims = RimSources((carried, own)) if own is not None else carried
+            fetcher = self._trust.ocsp or (self._ocsp_fetcher() if self._trust.fetch else None)
         required = (RimKind.DRIVER, RimKind.VBIOS) if gpu_policy.require_measurements else ()
         bundle = verify_bundle(
             verifier,
@@ -321,7 +356,7 @@ class GpuAppraiser:
                 code=error.code if error else "verification_failed",
             )
 
-    def _policy(self, run: _Run) -> None:
+    def _policy(self, run: GpuRun) -> None:
         gpu_policy = run.policy.document.gpu
         document, bundle = _need(run.document), _need(run.bundle)
 
@@ -401,7 +436,7 @@ class GpuAppraiser:
 
     # -- claims ------------------------------------------------------------------------------
 
-    def _claims(self, run: _Run) -> list[dict[str, Any]]:
+    def _claims(self, run: GpuRun) -> list[dict[str, Any]]:
         document = run.document
         if document is None:
             return []
@@ -461,7 +496,7 @@ def _judge_version(
             refuse(index, code, f"GPU {index} {label} {value} is older than {minimum}")
 
 
-def _set_error(run: _Run, result: GpuVerification) -> Reason | None:
+def _set_error(run: GpuRun, result: GpuVerification) -> Reason | None:
     if result.error is not None:
         return Reason(result.error.code, result.error.message)
     bundle = run.bundle
@@ -470,7 +505,7 @@ def _set_error(run: _Run, result: GpuVerification) -> Reason | None:
     return None
 
 
-def _first_fatal(findings: list[tuple[Status, Reason]]) -> Reason | None:
+def _first_fatal(findings: list[tuple[StatusName, Reason]]) -> Reason | None:
     return next((reason for status, reason in findings if status == _FATAL), None)
 
 

@@ -235,7 +235,7 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
         result = client.verify()
         if args.verbose_report:
             _report(err, result, url=args.url)
-        refused = not result.trusted or (args.strict and result.status != "affirming")
+        refused = not result.permits(allow_warning=not args.strict)
         if refused:
             reasons = "; ".join(f"{r.code}: {r.message}" for r in result.reasons) or result.status
             why = outside_text(f"the server did not verify ({reasons})")

@@ -103,7 +103,7 @@ def _cmd_proxy(args: argparse.Namespace, console: Console) -> int:
     for reason in result.reasons:
         err.print(outside_text(f"  - {reason.code}: {reason.message}", style=colour))
     err.print(line)
-    if not result.trusted or (args.strict and result.status != "affirming"):
+    if not result.permits(allow_warning=not args.strict):
         err.print(
             Text(
                 "requests will get errors (nothing is forwarded) until the server verifies; "

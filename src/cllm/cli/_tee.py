@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
 from cllm.cli._common import (
     EXIT_OK,
-    EXIT_REJECTED,
     hex_bytes,
     print_json,
     read_file,
@@ -25,9 +23,7 @@ from cllm.errors import CllmError
 from cllm.evidence import (
     NONCE_SIZE,
     Binding,
-    Evidence,
     build_evidence,
-    check_evidence,
     parse_evidence,
 )
 from cllm.measure import (
@@ -45,17 +41,11 @@ from cllm.tee import (
     load_simulated_world,
     rtmr3_extender,
     select_backend,
-    simulation_trust_root,
 )
-from cllm.verify import (
-    Collateral,
-    QuoteVerifier,
-    intel_root,
-    load_collateral,
-)
+from cllm.verify import Collateral, load_collateral
 
 if TYPE_CHECKING:
-    from cllm.verifier import Verdict
+    from cllm.policy import Policy
 
 __all__ = ["register"]
 
@@ -127,73 +117,64 @@ def _cmd_simulated_root(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_check(args: argparse.Namespace, console: Console) -> int:
-    """Binding, nonce and replay (``check_evidence``), then the DCAP verdict on the quote."""
+    """The verdict of the one appraisal (``cllm.appraisal``: binding and logs, root, DCAP,
+    policy, caps) on one document, printed as ``cllm verify`` prints its verdict, with what the
+    evidence and DCAP steps saw. Exits as ``cllm verify`` does."""
+    from cllm.appraisal import Trust
+    from cllm.cli._client import _exit_code
+    from cllm.client import verification_of
+
     try:
         evidence = parse_evidence(read_file(args.file, "evidence"))
-        if args.trust_simulated_root:
-            root = simulation_trust_root(Path(args.trust_simulated_root))
-        else:
-            root = intel_root()
         if args.collateral:
             collateral = load_collateral(args.collateral)
         elif evidence.collateral is not None:
             collateral = Collateral.from_json_dict(dict(evidence.collateral))
         else:
             raise CllmError("no collateral: pass --collateral", code="collateral_missing")
+        at = args.at if args.at is not None else int(time.time())
+        policy = _policy(args)
+        trust = Trust.offline()
+        if args.trust_simulated_root:
+            trust = trust.with_simulated_root(Path(args.trust_simulated_root))
+        if args.trust_simulated_gpu_root:
+            trust = trust.with_simulated_gpu_root(Path(args.trust_simulated_gpu_root))
     except CllmError as exc:
         return report_error(exc, as_json=args.json, console=console)
-    check = check_evidence(evidence, expected_nonce=args.nonce)
-    at = args.at if args.at is not None else int(time.time())
-    dcap = QuoteVerifier(trust_root=root).verify(evidence.quote, collateral, at=at)
-    ok = check.ok and dcap.ok
-    error = check.error or dcap.error
-    try:
-        verdict = _verdict(args, evidence, collateral, at=at)
-    except CllmError as exc:
-        return report_error(exc, as_json=args.json, console=console)
+    # The collateral chosen above travels in the document, as carried collateral.
+    document = {**evidence.to_json(), "collateral": collateral.to_json_dict()}
+    verdict = trust.appraiser().appraise(document, nonce=args.nonce, policy=policy, at=at)
+    result = verification_of(verdict, checked_at=at, expires_at=at + policy.max_token_age)
+    check, dcap = verdict.evidence_check, verdict.dcap
+    error = (check.error if check is not None else None) or (dcap.error if dcap else None)
     doc = {
-        "ok": ok,
-        # The verdict every verifier gives (cllm.policy): "affirming" only with the software
-        # pinned by reference values.
-        "status": verdict.status,
-        "reasons": [reason.to_json() for reason in verdict.reasons],
-        "policy": verdict.claims["policy"],
-        "reference": verdict.claims["reference"],
-        "upstream": verdict.claims["upstream"],
-        "tee": evidence.tee,
+        **result.to_json(),
+        # What the evidence and DCAP steps saw (``ok``: both passed; ``error``: the first
+        # failure among them), and the appraisal's steps.
+        "ok": bool(check is not None and check.ok and dcap is not None and dcap.ok),
         "error": {"code": error.code, "message": error.message} if error else None,
-        "evidence_steps": [step.to_dict() for step in check.steps],
-        "dcap": dcap.to_dict(),
-        "rtmrs": check.rtmrs.as_hex() if check.rtmrs else None,
-        "components": [
-            {"type": event.type, "name": event.name, "digest": event.digest.hex()}
-            for event in check.events
-        ],
+        "steps": [step.to_json() for step in verdict.steps],
+        "evidence_steps": [step.to_dict() for step in check.steps] if check else [],
+        "dcap": dcap.to_dict() if dcap else None,
+        "rtmrs": check.rtmrs.as_hex() if check and check.rtmrs else None,
     }
     if args.json:
         print_json(doc)
     else:
-        checked = "[green]verified[/green]" if ok else "[red]rejected[/red]"
-        console.print(
-            f"{checked} ({evidence.tee})"
-            + (escape(f": [{error.code}] {error.message}") if error else "")
-        )
-        colour = {"affirming": "green", "warning": "yellow"}.get(verdict.status, "red")
-        console.print(Text(f"verdict {verdict.status.upper()}", style=f"bold {colour}"))
-        for reason in verdict.reasons:
+        colour = {"affirming": "green", "warning": "yellow"}.get(result.status, "red")
+        line = Text(f"verdict {result.status.upper()}", style=f"bold {colour}")
+        if result.simulated:
+            line.append("  (simulated TD: not hardware evidence)", style="yellow")
+        console.print(line + Text(f" ({evidence.tee})"))
+        for reason in result.reasons:
             console.print(Text(f"  - {reason.code}: {reason.message}"))
-    return EXIT_OK if ok and verdict.status != "contraindicated" else EXIT_REJECTED
+    return _exit_code(result.status, strict=args.strict)
 
 
-def _verdict(
-    args: argparse.Namespace, evidence: Evidence, collateral: Collateral, *, at: int
-) -> Verdict:
-    """The shared appraisal (``EvidenceAppraiser``) under ``--policy`` / ``--release``, with
-    the collateral chosen above carried in the document."""
-    from cllm.appraisal import GpuTrust, load_simulated_gpu_root
+def _policy(args: argparse.Namespace) -> Policy:
+    """``--policy`` (default: the built-in one) with ``--release``'s reference values."""
     from cllm.policy import default_policy, parse_policy
     from cllm.release import load_release
-    from cllm.verifier import CollateralSource, EvidenceAppraiser
 
     if bool(args.release) != bool(args.publisher_key):
         raise CllmError("--release and --publisher-key go together", code="usage")
@@ -210,18 +191,7 @@ def _verdict(
         policy = policy.with_release(
             load_release(Path(args.release), publisher_key=Path(args.publisher_key))
         )
-    simulated = None
-    if args.trust_simulated_root:
-        simulated = QuoteVerifier(trust_root=simulation_trust_root(Path(args.trust_simulated_root)))
-    gpu_root = getattr(args, "trust_simulated_gpu_root", None)
-    appraiser = EvidenceAppraiser(
-        intel=QuoteVerifier(trust_root=intel_root()),
-        simulated=simulated,
-        collateral=CollateralSource(offline_dir=None, fetcher=None),
-        gpu=GpuTrust(simulated=load_simulated_gpu_root(Path(gpu_root)) if gpu_root else None),
-    )
-    document = {**evidence.to_json(), "collateral": collateral.to_json_dict()}
-    return appraiser.appraise(document, nonce=args.nonce, policy=policy, at=at)
+    return policy
 
 
 def _add_common(parser: argparse.ArgumentParser, *, sys_root: bool, state_dir: bool) -> None:
@@ -268,7 +238,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         dest="evidence_command", metavar="ACTION", required=True
     )
     check = check_actions.add_parser(
-        "check", help="check an evidence document: binding, nonce, logs, and the quote (DCAP)"
+        "check",
+        help="appraise an evidence document as a verifier does: binding, nonce, logs, DCAP, policy",
+        description="The verdict of the verifier's appraisal on one document, printed as "
+        "`cllm verify` prints its own. Exit 0 affirming (or warning, unless --strict), 1 "
+        "contraindicated, 2 usage error or unreadable evidence.",
     )
     check.add_argument("file", metavar="FILE")
     check.add_argument("--nonce", required=True, type=hex_bytes(NONCE_SIZE), metavar="HEX")
@@ -287,5 +261,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--policy", metavar="FILE", help="appraisal policy (default: default)")
     check.add_argument("--release", metavar="MANIFEST", help="a signed release manifest")
     check.add_argument("--publisher-key", metavar="PUB_PEM", help="the release's publisher")
+    check.add_argument("--strict", action="store_true", help="treat 'warning' as a failure")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=_cmd_check)

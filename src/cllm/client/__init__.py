@@ -31,6 +31,7 @@ from cllm.client._verify import (
     Verification,
     Verifier,
     attest,
+    verification_of,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "post",
     "prepare",
     "trusted_verifier",
+    "verification_of",
 ]

@@ -129,15 +129,14 @@ class AttestedSession:
                         code="server_key_unusable",
                         verification=current,
                     )
-        if current.keys is None or current.status == "contraindicated":
+        permit = current.permits(allow_warning=self._allow_warning)
+        if permit.code == "attestation_warning":
+            raise AttestationError(permit.message, code=permit.code, verification=current)
+        if not permit.permitted or current.keys is None:
             reasons = "; ".join(f"{r.code}: {r.message}" for r in current.reasons)
             raise AttestationError(
-                f"the server did not verify ({reasons or current.status})", verification=current
-            )
-        if current.status == "warning" and not self._allow_warning:
-            raise AttestationError(
-                "the server verified only with warnings and warnings are not allowed",
-                code="attestation_warning",
+                f"the server did not verify ({reasons or current.status})",
+                code=permit.code,
                 verification=current,
             )
         return current.keys

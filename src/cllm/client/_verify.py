@@ -13,32 +13,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 import httpx
 import jwt
+from pydantic import ValidationError
 
-from cllm.appraisal import (
-    CollateralSource,
-    EvidenceAppraiser,
-    GpuTrust,
-    load_simulated_gpu_root,
-)
+from cllm.appraisal import Permit, TokenClaims, Trust, Verdict, permits
 from cllm.client._channel import PinnedKeys
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
 from cllm.evidence import NONCE_SIZE, check_batch, parse_evidence
-from cllm.policy import Policy, Reason, default_policy
+from cllm.policy import Policy, Reason, Status, default_policy
 from cllm.release import PublisherKey, Release, load_release
-from cllm.tee import simulation_trust_root
 from cllm.token import verify_token
-from cllm.verify import (
-    CollateralFetcher,
-    QuoteVerifier,
-    default_collateral_url,
-    intel_root,
-)
 
 __all__ = [
     "LocalVerifier",
@@ -47,11 +36,10 @@ __all__ = [
     "Verification",
     "Verifier",
     "attest",
+    "verification_of",
 ]
 
 _log = logging.getLogger(__name__)
-
-Status = Literal["affirming", "warning", "contraindicated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +62,19 @@ class Verification:
 
     @property
     def trusted(self) -> bool:
-        return self.status != "contraindicated" and self.keys is not None
+        """Whether the keys may be used when warnings are allowed (``permits()``)."""
+        return self.permits().permitted
+
+    def permits(self, *, allow_warning: bool = True, now: float | None = None) -> Permit:
+        """The one decision whether this verdict's keys may be used (``cllm.appraisal.
+        permits``): with ``now``, a verdict past ``expires_at`` permits nothing."""
+        expired = now is not None and self.expires_at is not None and now >= self.expires_at
+        return permits(
+            status=self.status,
+            has_keys=self.keys is not None,
+            allow_warning=allow_warning,
+            expired=expired,
+        )
 
     @property
     def simulated(self) -> bool:
@@ -139,7 +139,7 @@ def _failed(
     code: str, message: str, *, verifier: str, at: int, claims: Mapping[str, Any] | None = None
 ) -> Verification:
     return Verification(
-        status="contraindicated",
+        status=Status.CONTRAINDICATED,
         reasons=(Reason(code, message),),
         claims=dict(claims or {}),
         verifier=verifier,
@@ -198,29 +198,14 @@ class LocalVerifier:
                 load_release(Path(os.fspath(release)), publisher_key=key)
             )
         self._clock = clock
-        simulated = None
+        trust = Trust.production(
+            collateral_dir=collateral_dir, pccs_url=pccs_url, http=http, clock=clock
+        )
         if trust_simulated_root is not None:
-            root = simulation_trust_root(trust_simulated_root)
-            simulated = QuoteVerifier(trust_root=root)
-        fetcher = CollateralFetcher(
-            base_url=pccs_url or default_collateral_url(),
-            client=http or httpx.Client(timeout=30.0),
-            clock=clock,
-        )
-        self._appraiser = EvidenceAppraiser(
-            intel=QuoteVerifier(trust_root=intel_root()),
-            simulated=simulated,
-            collateral=CollateralSource(offline_dir=collateral_dir, fetcher=fetcher),
-            gpu=GpuTrust(
-                simulated=(
-                    load_simulated_gpu_root(trust_simulated_gpu_root)
-                    if trust_simulated_gpu_root is not None
-                    else None
-                ),
-                http=http,
-                clock=clock,
-            ),
-        )
+            trust = trust.with_simulated_root(trust_simulated_root)
+        if trust_simulated_gpu_root is not None:
+            trust = trust.with_simulated_gpu_root(trust_simulated_gpu_root)
+        self._appraiser = trust.appraiser()
 
     @property
     def name(self) -> str:
@@ -230,8 +215,9 @@ class LocalVerifier:
         at = int(self._clock())
         try:
             verdict = self._appraiser.appraise(document, nonce=nonce, policy=self._policy, at=at)
-            trusted = verdict.status != "contraindicated"
-            keys = _keys_of(verdict.claims) if trusted else None
+            return verification_of(
+                verdict, checked_at=at, expires_at=at + self._policy.max_token_age
+            )
         except Exception as exc:  # a refusal with a reason, never a traceback
             _log.exception("local appraisal failed unexpectedly")
             return _failed(
@@ -240,15 +226,23 @@ class LocalVerifier:
                 verifier="local",
                 at=at,
             )
-        return Verification(
-            status=verdict.status,
-            reasons=verdict.reasons,
-            claims=dict(verdict.claims),
-            verifier="local",
-            checked_at=at,
-            keys=keys,
-            expires_at=at + self._policy.max_token_age,
-        )
+
+
+def verification_of(
+    verdict: Verdict, *, checked_at: int, expires_at: int, verifier: str = "local"
+) -> Verification:
+    """The client's view of an appraisal's verdict: its keys only when ``permits`` allows
+    them (``LocalVerifier``, ``cllm evidence check``)."""
+    permit = permits(status=verdict.status, has_keys=verdict.claims.get("keys") is not None)
+    return Verification(
+        status=Status(verdict.status),
+        reasons=verdict.reasons,
+        claims=dict(verdict.claims),
+        verifier=verifier,
+        checked_at=checked_at,
+        keys=_keys_of(verdict.claims) if permit.permitted else None,
+        expires_at=expires_at,
+    )
 
 
 class RemoteVerifier:
@@ -365,11 +359,22 @@ class RemoteVerifier:
         reasons = tuple(
             Reason(str(r["code"]), str(r["message"])) for r in claims.get("reasons", [])
         )
-        status: Status = claims.get("status", "contraindicated")
-        if status not in ("affirming", "warning", "contraindicated"):
+        raw_status = claims.get("status", "contraindicated")
+        if raw_status not in tuple(Status):
             return _failed(
                 "verifier_malformed",
-                f"unknown status {status!r}",
+                f"unknown status {raw_status!r}",
+                verifier=self._url,
+                at=at,
+                claims=claims,
+            )
+        try:
+            # Typed once (cllm.appraisal.TokenClaims): a claim of the wrong type is malformed.
+            status = TokenClaims.model_validate(dict(claims)).status
+        except ValidationError as exc:
+            return _failed(
+                "verifier_malformed",
+                f"the verifier's claims are malformed: {exc.error_count()} invalid field(s)",
                 verifier=self._url,
                 at=at,
                 claims=claims,
@@ -382,7 +387,7 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
-        if status == "contraindicated" and claims.get("keys") is None:
+        if status == Status.CONTRAINDICATED and claims.get("keys") is None:
             # A refusal that names no keys grants nothing: its own reasons (appraisal_timeout,
             # internal_error, ...) say why, better than a keys mismatch would.
             return Verification(status, reasons, dict(claims), self._url, at, None)
@@ -399,7 +404,8 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
-        keys = _keys_of(claims) if status != "contraindicated" else None
+        permit = permits(status=status, has_keys=claims.get("keys") is not None)
+        keys = _keys_of(claims) if permit.permitted else None
         return Verification(
             status, reasons, dict(claims), self._url, at, keys, claims.get("exp"), None, key
         )
@@ -505,7 +511,7 @@ def _with_tls(result: Verification, presented: bytes | None) -> Verification:
         seen = presented.hex() if presented is not None else "no TLS certificate"
         return replace(
             result,
-            status="contraindicated",
+            status=Status.CONTRAINDICATED,
             reasons=(
                 *result.reasons,
                 Reason(

@@ -16,7 +16,7 @@ from cllm.gpu._document import (
     gpu_nonce,
     parse_gpu_document,
 )
-from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy
+from cllm.gpu._ocsp import NVIDIA_OCSP_URL, OcspFetcher, OcspMode, OcspPolicy, OcspSource
 from cllm.gpu._pipeline import (
     NO_RIMS,
     GpuVerifier,
@@ -48,7 +48,14 @@ from cllm.gpu._simulated import (
     simulated_roots_from_pem,
     simulated_trust_roots,
 )
-from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
+from cllm.gpu._sources import (
+    NVIDIA_RIM_SERVICE_URL,
+    RimDirectory,
+    RimFiles,
+    RimService,
+    RimSource,
+    RimSources,
+)
 
 __all__ = [
     "GPU_EVIDENCE_VERSION",
@@ -76,12 +83,14 @@ __all__ = [
     "OcspFetcher",
     "OcspMode",
     "OcspPolicy",
+    "OcspSource",
     "OpaqueField",
     "Rim",
     "RimDirectory",
     "RimFiles",
     "RimKind",
     "RimService",
+    "RimSource",
     "RimSources",
     "SelectedGpuBackend",
     "SimulatedGpuBackend",

@@ -1,6 +1,6 @@
 """The attestation service (``cllm verifier serve``): evidence in, signed EAR-style token out."""
 
-from cllm.appraisal import CollateralSource, EvidenceAppraiser, Verdict
+from cllm.appraisal import CollateralSource, EvidenceAppraiser, Trust, Verdict
 from cllm.verifier._app import (
     AttestationRequest,
     VerifierState,
@@ -14,6 +14,7 @@ __all__ = [
     "AttestationRequest",
     "CollateralSource",
     "EvidenceAppraiser",
+    "Trust",
     "Verdict",
     "VerifierSettings",
     "VerifierState",

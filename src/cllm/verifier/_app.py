@@ -26,23 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
-from cllm.appraisal import (
-    CollateralSource,
-    EvidenceAppraiser,
-    GpuTrust,
-    Verdict,
-    load_simulated_gpu_root,
-)
+from cllm.appraisal import EvidenceAppraiser, Trust, Verdict
 from cllm.policy import Policy, load_policies
-from cllm.tee import simulation_trust_root
 from cllm.token import TokenSigner
 from cllm.verifier._settings import VerifierSettings
-from cllm.verify import (
-    CollateralFetcher,
-    QuoteVerifier,
-    default_collateral_url,
-    intel_root,
-)
 
 __all__ = [
     "AttestationRequest",
@@ -136,25 +123,17 @@ def load_state(
     """Everything the service needs, built once at start: policies (an invalid one stops the
     start), the token key, the trust roots and collateral sources."""
     policies = load_policies(settings.policy_dir)
-    simulated = None
-    if settings.trust_simulated_root is not None:
-        root = simulation_trust_root(settings.trust_simulated_root)
-        simulated = QuoteVerifier(trust_root=root)
-    url = settings.pccs_url or default_collateral_url()
-    fetcher = CollateralFetcher(base_url=url, client=httpx.Client(timeout=30.0), clock=clock)
-    appraiser = EvidenceAppraiser(
-        intel=QuoteVerifier(trust_root=intel_root()),
-        simulated=simulated,
-        collateral=CollateralSource(offline_dir=settings.collateral_dir, fetcher=fetcher),
-        gpu=GpuTrust(
-            simulated=(
-                load_simulated_gpu_root(settings.trust_simulated_gpu_root)
-                if settings.trust_simulated_gpu_root is not None
-                else None
-            ),
-            clock=clock,
-        ),
+    trust = Trust.production(
+        collateral_dir=settings.collateral_dir,
+        pccs_url=settings.pccs_url,
+        http=httpx.Client(timeout=30.0),
+        clock=clock,
     )
+    if settings.trust_simulated_root is not None:
+        trust = trust.with_simulated_root(settings.trust_simulated_root)
+    if settings.trust_simulated_gpu_root is not None:
+        trust = trust.with_simulated_gpu_root(settings.trust_simulated_gpu_root)
+    appraiser = trust.appraiser()
     state = VerifierState(
         settings=settings,
         appraiser=appraiser,
@@ -260,11 +239,7 @@ def create_app(state: VerifierState) -> FastAPI:
         return signed(verdict, policy, now)
 
     def signed(verdict: Verdict, policy: Policy, now: int) -> Response:
-        claims = {
-            **verdict.claims,
-            "status": verdict.status,
-            "reasons": [reason.to_json() for reason in verdict.reasons],
-        }
+        claims = verdict.token_claims()
         token = state.signer.issue(
             claims, now=now, lifetime=policy.max_token_age, issuer=state.settings.issuer
         )
