@@ -222,9 +222,29 @@ class _World:
 class SimulatedGpuBackend:
     """One simulated Hopper GPU in production CC mode (single-GPU passthrough)."""
 
-    def __init__(self, world: _World, *, path: Path) -> None:
+    def __init__(
+        self,
+        world: _World,
+        *,
+        path: Path,
+        devtools: bool = False,
+        changed_blocks: frozenset[int] = frozenset(),
+    ) -> None:
         self._world = world
         self.path = path
+        self._devtools = devtools
+        self._changed = changed_blocks
+
+    def with_faults(
+        self, *, devtools: bool = False, changed_blocks: frozenset[int] = frozenset()
+    ) -> SimulatedGpuBackend:
+        """The same GPU in DevTools mode (its collection refused with ``gpu_devtools_mode``,
+        as NVML refuses) or running firmware whose SPDM blocks ``changed_blocks`` differ from
+        its RIMs (``gpu_measurement_mismatch`` for a verifier): what tests and demos of the
+        refusals use."""
+        return SimulatedGpuBackend(
+            self._world, path=self.path, devtools=devtools, changed_blocks=changed_blocks
+        )
 
     @property
     def name(self) -> str:
@@ -251,11 +271,20 @@ class SimulatedGpuBackend:
 
     def cc_state(self) -> GpuCcState:
         return GpuCcState(
-            cc_enabled=True, devtools=False, environment="prod", multi_gpu_mode="none", ready=None
+            cc_enabled=True,
+            devtools=self._devtools,
+            environment="prod",
+            multi_gpu_mode="none",
+            ready=None,
         )
 
     def collect(self, nonce: bytes) -> tuple[GpuEvidence, ...]:
         check_nonce(nonce)
+        if self._devtools:
+            raise GpuError(
+                "the simulated GPU runs confidential computing in DevTools mode",
+                code="gpu_devtools_mode",
+            )
 
         def text(value: str) -> bytes:
             return value.encode() + b"\0"
@@ -275,7 +304,16 @@ class SimulatedGpuBackend:
         )
         report = build_report(
             request_nonce=nonce,
-            blocks=[MeasurementBlock(i, 1, _measurement(i)) for i in range(1, 65)],
+            blocks=[
+                MeasurementBlock(
+                    i,
+                    1,
+                    _measurement(i)
+                    if i not in self._changed
+                    else hashlib.sha384(b"changed firmware %d" % i).digest(),
+                )
+                for i in range(1, 65)
+            ],
             responder_nonce=hashlib.sha256(nonce + b"responder").digest(),
             opaque=opaque,
             sign=_raw_sign(self._world.device[0].key),

@@ -279,6 +279,8 @@ def gpu_boot_gate(
         details["cc"] = state.mode
         details["cc_environment"] = state.environment
         details["multi_gpu_mode"] = state.multi_gpu_mode
+        if state.devtools:  # whatever a backend's collect would do: its reports prove nothing
+            raise GpuError("confidential computing is in DevTools mode", code="gpu_devtools_mode")
         policy, gpus, digest, rim_documents = _verify(settings, backend, clock=clock, nonce=nonce())
     except GpuError as exc:
         if mode == "required":

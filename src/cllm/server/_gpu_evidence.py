@@ -75,6 +75,9 @@ class GpuCollector:
         except GpuError as exc:
             _log.warning("GPU evidence for a quote failed: [%s] %s", exc.code, exc.message)
             return self._document("unattested", exc.code).to_json()
+        if not collected:  # a backend that answers with nothing: stated, never an empty pass
+            _log.warning("GPU evidence for a quote: the GPUs gave no report")
+            return self._document("unattested", "gpu_unavailable").to_json()
         arch = {device.index: device.arch for device in gate.devices}
         reports = tuple(
             GpuReportEntry(
