@@ -38,10 +38,17 @@ chromium:
 # exactly what it starts (`cllm serve --print-config`, then `cllm release create`), and the
 # verifier's policy `local` names that release, so verdicts can be pinned (docs/release.md).
 # cllm serve refuses to run bytecode from disk: a fresh, never written cache prefix per run.
+# With CLLM_GPU_BACKEND=simulated the server attests the state directory's simulated GPU in every
+# attestation, and the verifier trusts that GPU's roots as it trusts the simulated TD's
+# (docs/gpu.md); without it the GPU backend is auto (no NVIDIA GPU: none, and it says so).
 RUN_STATE ?= .cllm-state
 SERVE_ARGS := --port 8080 --state-dir $(RUN_STATE) --verifier http://127.0.0.1:8081
+export CLLM_GPU_BACKEND
+GPU_TRUST = $(if $(filter simulated,$(CLLM_GPU_BACKEND)),--trust-simulated-gpu-root $(RUN_STATE)/simulated-gpu-root.pem)
 run: $(STAMP) $(UI_OUT)
 	@$(BIN)/cllm tee simulated-root --state-dir $(RUN_STATE) --json > /dev/null
+	@if [ "$(CLLM_GPU_BACKEND)" = simulated ]; then $(BIN)/cllm gpu simulated-root \
+		--state-dir $(RUN_STATE) > $(RUN_STATE)/simulated-gpu-root.pem; fi
 	@test -f $(RUN_STATE)/publisher.pem || $(BIN)/cllm release keygen \
 		--out $(RUN_STATE)/publisher.pem --public-out $(RUN_STATE)/publisher.pub.pem
 	@mkdir -p $(RUN_STATE)/policies
@@ -53,7 +60,7 @@ run: $(STAMP) $(UI_OUT)
 		--name cllm-local --config $(RUN_STATE)/serve-config.json --ui src/cllm/server/static && \
 	{ $(BIN)/cllm verifier serve --port 8081 --state-dir $(RUN_STATE) \
 		--policy-dir $(RUN_STATE)/policies \
-		--trust-simulated-root $(RUN_STATE)/simulated/root-ca.pem & VERIFIER=$$!; \
+		--trust-simulated-root $(RUN_STATE)/simulated/root-ca.pem $(GPU_TRUST) & VERIFIER=$$!; \
 	trap 'kill $$VERIFIER 2>/dev/null' EXIT; \
 	$(BIN)/cllm serve $(SERVE_ARGS); }
 

@@ -116,6 +116,9 @@ DEFAULT_ALLOWED_ATTRIBUTES: Final = (
 # these four, plus every other component type the evidence carries (cllm.ui when served).
 CORE_COMPONENTS: Final = ("cllm.package", "cllm.engine", "cllm.model", "cllm.config")
 START_EVENT_TYPE: Final = "cllm.start"  # the start marker of each `cllm serve` start
+# The GPU boot gate's statement: its digest covers a fresh nonce's evidence, so it differs every
+# start and is no software to pin; GPUs are judged on each attestation's evidence by [gpu].
+GPU_EVENT_TYPE: Final = "cllm.gpu"
 _ZERO48: Final = "00" * 48
 _HEX8: Final = re.compile(r"^[0-9a-f]{16}$")
 
@@ -542,6 +545,7 @@ def appraise(policy: Policy, facts: Facts) -> Appraisal:
         unpinned = sorted(
             {fact.type for fact in components}.union(CORE_COMPONENTS)
             - set(reference["pinned_types"])
+            - {GPU_EVENT_TYPE}
         )
         add(
             "warning",
@@ -646,7 +650,7 @@ def _reference(policy: Policy, components: Sequence[ComponentFact]) -> dict[str,
     pinned = {rule.type for rule in doc.components}
     for release in policy.releases:
         pinned.update(event.type for event in release.components)
-    present = {fact.type for fact in components}
+    present = {fact.type for fact in components} - {GPU_EVENT_TYPE}
     return {
         "boot_chain": boot,
         "components": set(CORE_COMPONENTS) <= pinned and present <= pinned,
