@@ -157,7 +157,9 @@ class VerifierProcess:
         self.process.wait(timeout=10)
 
 
-def start_verifier(*, trust: Path | None, state_dir: Path, log: Path) -> VerifierProcess:
+def start_verifier(
+    *, trust: Path | None, state_dir: Path, log: Path, extra: Sequence[str] = ()
+) -> VerifierProcess:
     port = free_port()
     command = [
         sys.executable,
@@ -174,6 +176,7 @@ def start_verifier(*, trust: Path | None, state_dir: Path, log: Path) -> Verifie
     ]
     if trust is not None:
         command += ["--trust-simulated-root", str(trust)]
+    command += list(extra)
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     verifier = VerifierProcess(process, f"http://127.0.0.1:{port}")
