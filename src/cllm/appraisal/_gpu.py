@@ -27,6 +27,7 @@ A simulated GPU that passes is a warning (``simulated_gpu``), never better.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
@@ -162,6 +163,8 @@ class GpuAppraiser:
         self._http: httpx.Client | None = self._trust.http
         self._service: RimService | None = None
         self._fetcher: OcspFetcher | None = None
+        # Carried RIMs are the same in every document of a server: indexed once.
+        self._carried = functools.lru_cache(maxsize=16)(RimFiles)
         self._steps: tuple[tuple[str, Callable[[GpuRun], None]], ...] = (
             ("gpu_present", self._present),
             ("gpu_parse", self._parse),
@@ -331,7 +334,7 @@ class GpuAppraiser:
         verifier = self._verifiers.get(roots)
         if verifier is None:
             verifier = self._verifiers.setdefault(roots, GpuVerifier(roots=roots))
-        carried = RimFiles(document.rims)
+        carried = self._carried(document.rims)
         rims: RimFiles | RimSources = carried
         fetcher: OcspSource | None = None
         if not document.simulated:  # a simulated GPU's RIMs and OCSP exist only as carried

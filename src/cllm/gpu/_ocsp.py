@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import hashlib
 import logging
 import threading
@@ -157,6 +158,20 @@ def _signer(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature_ok(tbs: bytes, signature: bytes, spki: bytes) -> bool:
+    """ECDSA P-384/SHA-384 over ``tbs``: a pure function of its bytes, so remembered (a verifier
+    sees the same stapled or cached answers in every document until they are re-issued)."""
+    key = serialization.load_der_public_key(spki)
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        key.verify(signature, tbs, ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        return False
+    return True
+
+
 def check_ocsp_response(
     der_response: bytes,
     *,
@@ -191,10 +206,11 @@ def check_ocsp_response(
             raise VerificationError(
                 f"{what}: not signed with ECDSA P-384/SHA-384", code="gpu_ocsp_invalid"
             )
-        try:
-            key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA384()))
-        except InvalidSignature as exc:
-            raise VerificationError(f"{what}: signature invalid", code="gpu_ocsp_invalid") from exc
+        spki = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if not _signature_ok(response.tbs_response_bytes, response.signature, spki):
+            raise VerificationError(f"{what}: signature invalid", code="gpu_ocsp_invalid")
         this_update = int(response.this_update_utc.timestamp())
         next_update = response.next_update_utc
         if this_update > at + clock_skew:
