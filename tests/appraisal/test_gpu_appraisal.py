@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cllm.appraisal import Trust
+from cllm.appraisal import GpuClaim, Trust
 from cllm.client import LocalVerifier, Verification
 from cllm.errors import GpuError
 from cllm.evidence import Binding, build_evidence, parse_evidence
@@ -149,6 +149,7 @@ def test_simulated_gpu_is_verified_bound_and_never_above_warning(served: Served)
     assert result.status == "warning"
     assert "simulated_gpu" in _codes(result) and "simulated_evidence" in _codes(result)
     [gpu] = result.claims["gpus"]
+    assert GpuClaim.model_validate(gpu).model_dump() == gpu  # the shared contract, exactly
     assert gpu["status"] == "verified" and gpu["simulated"] is True and gpu["error"] is None
     assert gpu["arch"] == "hopper" and gpu["mode"] == "cc" and gpu["ocsp"] == "good"
     assert gpu["measurements"] == {"result": "matched", "mismatched_indices": []}
@@ -350,6 +351,7 @@ def test_changed_gpu_firmware_is_a_measurement_mismatch(tmp_path: Path) -> None:
         assert result.status == "contraindicated"
         assert "gpu_measurement_mismatch" in _codes(result)
         [gpu] = result.claims["gpus"]
+        assert GpuClaim.model_validate(gpu).model_dump() == gpu
         assert gpu["status"] == "rejected"
         assert gpu["measurements"] == {
             "result": "mismatched",
@@ -411,6 +413,7 @@ def test_unattested_gpus_with_cc_off_warn_by_default_and_fail_a_requiring_policy
         result = served.verifier().appraise(doc, nonce=nonce)
         assert result.status == "warning" and "gpu_unattested" in _codes(result)
         [gpu] = result.claims["gpus"]
+        assert GpuClaim.model_validate(gpu).model_dump() == gpu
         assert gpu["status"] == "unattested" and gpu["error"]["code"] == "gpu_cc_off"
         strict = served.verifier(policy="[gpu]\nrequired = true\n").appraise(doc, nonce=nonce)
         assert strict.status == "contraindicated" and "gpu_unattested" in _codes(strict)
