@@ -353,9 +353,6 @@ class RemoteVerifier:
         at: int,
         key: str | None = None,
     ) -> Verification:
-        reasons = tuple(
-            Reason(str(r["code"]), str(r["message"])) for r in claims.get("reasons", [])
-        )
         raw_status = claims.get("status", "contraindicated")
         if raw_status not in tuple(Status):
             return _failed(
@@ -367,7 +364,7 @@ class RemoteVerifier:
             )
         try:
             # Typed once (cllm.appraisal.TokenClaims): a claim of the wrong type is malformed.
-            status = TokenClaims.model_validate(dict(claims)).status
+            typed = TokenClaims.model_validate(dict(claims))
         except ValidationError as exc:
             return _failed(
                 "verifier_malformed",
@@ -376,6 +373,8 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
+        status = typed.status
+        reasons = tuple(Reason(reason.code, reason.message) for reason in typed.reasons)
         if claims.get("nonce") != nonce.hex():
             return _failed(
                 "token_nonce_mismatch",
