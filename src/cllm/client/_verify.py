@@ -19,7 +19,7 @@ import httpx
 import jwt
 from pydantic import ValidationError
 
-from cllm.appraisal import Permit, TokenClaims, Trust, Verdict, permits
+from cllm.appraisal import Claims, Permit, TokenClaims, Trust, Verdict, permits
 from cllm.client._channel import PinnedKeys
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
@@ -75,6 +75,15 @@ class Verification:
             allow_warning=allow_warning,
             expired=expired,
         )
+
+    @property
+    def typed_claims(self) -> Claims:
+        """``claims`` typed (``cllm.appraisal.Claims``); claims that do not parse (those of a
+        token refused as malformed) read as a verdict that established nothing."""
+        try:
+            return Claims.parse(self.claims)
+        except ValidationError:
+            return Claims()
 
     @property
     def simulated(self) -> bool:
