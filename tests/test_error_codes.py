@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 _CODE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
 # Calls with a code among their first two arguments (policy findings, verdicts, failures).
-_CODE_CALLS = {"Reason", "_contraindicated", "_fail", "add"}
+_CODE_CALLS = {"Reason", "_contraindicated", "_fail", "add", "find", "Permit"}
 
 
 def _literal(node: ast.AST) -> str | None:

@@ -2,6 +2,7 @@
 // prompts sealed in this browser to the attested key, answers opened and their signatures
 // checked here. Token and evidence values are only ever set as text (textContent).
 import { renderMarkdown } from "./markdown.js";
+import { permits } from "./permit.js";
 import { attest, normaliseVerifier } from "./protocol/attest.js";
 import { pinning, upstreamText } from "./protocol/reference.js";
 import { streamChat } from "./protocol/chat.js";
@@ -303,11 +304,14 @@ function sendBlockReason() {
   if (state.chat.unprotected) return null;
   const a = state.attestation;
   if (a.state === "pending") return { text: "Sending is paused until the attestation check ends." };
-  if (secondsLeft(a) <= 0) return { text: "Sending is paused: the verdict expired and is being renewed." };
+  // The one rule of every client (permit.js = cllm.appraisal.permits); a red badge never sends.
+  const permit = permits({ status: a.claims?.status, hasKeys: Boolean(a.keys), expired: secondsLeft(a) <= 0 });
+  if (permit.code === "verdict_expired") return { text: "Sending is paused: the verdict expired and is being renewed." };
   // Through cllm proxy nothing goes to an unverified server at all: no offer to try.
   // Busy (429/503) is no verdict: never an offer to go unprotected for it either.
   if (a.state === "red") return { text: `Sending is blocked: ${a.reason}`, offer: state.mode !== "proxy" && !a.temporary };
   if (!a.keys) return { text: "Sending is blocked: no attested keys." };
+  if (!permit.permitted) return { text: `Sending is blocked: ${permit.message} (${permit.code}).` };
   return null;
 }
 

@@ -231,13 +231,21 @@ class EvidenceAppraiser:
                     claims=_base_claims(nonce=nonce, policy=policy),
                     steps=(*records, AppraisalStep(number, name, True, ("internal_error",))),
                 )
+            stopped = not go_on
+            if stopped and not run.contraindicated:
+                # A stop always says why: a step that stops without a finding is a defect,
+                # and the verdict must still not rest on the steps it skipped.
+                run.find(
+                    "contraindicated",
+                    "appraisal_incomplete",
+                    f"appraisal step {number} ({name}) stopped without a finding",
+                )
             codes = tuple(reason.code for _, reason in run.findings[before:])
             records.append(AppraisalStep(number, name, True, codes))
-            stopped = not go_on
-        # Fail closed: without the policy's judgement the verdict is contraindicated, whatever
-        # else was found.
+        # Fail closed: only a run in which every step ran and the policy judged can be better
+        # than contraindicated.
         status = Status.CONTRAINDICATED
-        if run.judged is not None:
+        if run.judged is not None and not stopped:
             status = _worst([run.judged.status, *(level for level, _ in run.findings)])
         reference = run.judged.reference if run.judged is not None else {}
         run.claims["reference"] = dict(reference) or None

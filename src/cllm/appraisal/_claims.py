@@ -26,6 +26,8 @@ __all__ = [
     "KeysClaim",
     "PolicyClaim",
     "ReasonClaim",
+    "ReferenceClaim",
+    "ReleaseClaim",
     "TcbClaim",
     "TdClaim",
     "TokenClaims",
@@ -34,7 +36,8 @@ __all__ = [
 
 
 class _Claim(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="allow")
+    # Strict: "yes" is not a bool, "1" not an int (a token's types are its meaning).
+    model_config = ConfigDict(frozen=True, extra="allow", strict=True)
 
 
 class TcbClaim(_Claim):
@@ -88,6 +91,28 @@ class UpstreamClaim(_Claim):
     host: str | None = None
 
 
+class ReleaseClaim(_Claim):
+    """A signed release the policy's reference values came from (``Release.summary``)."""
+
+    name: str | None = None
+    version: str | None = None
+    created: int | None = None
+    publisher_key_sha256: str | None = None
+    manifest_sha256: str | None = None
+    boot: list[str] = Field(default_factory=list)
+    components: list[str] = Field(default_factory=list)
+
+
+class ReferenceClaim(_Claim):
+    """What the verdict rests on: whether the boot chain and every measured component were
+    pinned by reference values, which component types, by which releases."""
+
+    boot_chain: bool = False
+    components: bool = False
+    pinned_types: list[str] = Field(default_factory=list)
+    releases: list[ReleaseClaim] = Field(default_factory=list)
+
+
 class ReasonClaim(_Claim):
     code: str
     message: str
@@ -134,11 +159,7 @@ class Claims(_Claim):
     components: list[ComponentClaim] = Field(default_factory=list)
     keys: KeysClaim | None = None
     policy: PolicyClaim | None = None
-    reference: dict[str, Any] | None = Field(
-        default=None,
-        description="what the verdict rests on: boot_chain, components (bools), pinned_types, "
-        "releases",
-    )
+    reference: ReferenceClaim | None = None
     upstream: UpstreamClaim = Field(default_factory=UpstreamClaim)
     gpus: list[GpuClaim] = Field(default_factory=list)
 
@@ -150,9 +171,10 @@ class Claims(_Claim):
 class TokenClaims(Claims):
     """An attestation token's payload: the claims, the verdict, and the registered claims."""
 
-    status: Status = Status.CONTRAINDICATED
+    status: Status = Field(default=Status.CONTRAINDICATED, strict=False)  # from its value
     reasons: list[ReasonClaim] = Field(default_factory=list)
     iss: str | None = None
     iat: int | None = None
+    nbf: int | None = None
     exp: int | None = None
     jti: str | None = None

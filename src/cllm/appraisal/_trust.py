@@ -14,7 +14,6 @@ configuration; nothing is weakened by leaving an argument out.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ from cllm.verify import (
 )
 
 __all__ = ["Trust"]
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,12 +93,7 @@ class Trust:
         """Also trust simulated evidence under the simulation root at ``pem_path`` (never as
         hardware: such verdicts are at best ``warning``). The operator's explicit choice, and
         logged as such."""
-        root = simulation_trust_root(pem_path)
-        _log.warning(
-            "trusting simulated evidence under the simulation root %s (verdicts on it are at "
-            "best 'warning')",
-            pem_path,
-        )
+        root = simulation_trust_root(pem_path)  # logs the choice, with the root's digest
         return dataclasses.replace(self, simulated_root=root, simulated_root_path=pem_path)
 
     def with_simulated_gpu_root(self, pem_path: Path) -> Trust:

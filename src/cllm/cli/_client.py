@@ -24,7 +24,7 @@ from cllm.cli._common import (
 )
 from cllm.cli._text import outside, outside_text
 from cllm.errors import ApiError, AttestationError, CllmError, CryptoError
-from cllm.policy import Policy, parse_policy
+from cllm.policy import Policy, Status, parse_policy
 
 if TYPE_CHECKING:
     from cllm.client import Client, Verification, Verifier
@@ -77,7 +77,7 @@ def _verifier(args: argparse.Namespace) -> Verifier:
     )
 
 
-_COLOURS = {"affirming": "green", "warning": "yellow", "contraindicated": "red"}
+_COLOURS = {Status.AFFIRMING: "green", Status.WARNING: "yellow", Status.CONTRAINDICATED: "red"}
 
 
 def _report(console: Console, result: Verification, *, url: str) -> None:
@@ -105,12 +105,13 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
     def row(name: str, value: object) -> None:
         table.add_row(name, outside_text(value))
 
-    row("TEE", claims.get("tee"))
-    tcb = claims.get("tcb") or {}
-    row("TCB status", tcb.get("status"))
-    row("advisories", ", ".join(str(a) for a in tcb.get("advisory_ids") or []) or "none")
-    row("collateral expires", tcb.get("collateral_expires"))
-    td = claims.get("td") or {}
+    typed = result.typed_claims  # cllm.appraisal.Claims: what the verdict established
+    row("TEE", typed.tee)
+    tcb = typed.tcb
+    row("TCB status", tcb.status if tcb else None)
+    row("advisories", ", ".join(tcb.advisory_ids) if tcb and tcb.advisory_ids else "none")
+    row("collateral expires", tcb.collateral_expires if tcb else None)
+    td = typed.td.model_dump() if typed.td is not None else {}
     for name in (
         "mrtd",
         "rtmr0",
@@ -128,16 +129,16 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
     ):
         if name in td:
             row(name, td[name])
-    for component in claims.get("components") or []:
+    for component in typed.components:
         table.add_row(
-            outside_text(component.get("type")),
-            outside_text(f"{component.get('name')}  sha384:{component.get('digest')}"),
+            outside_text(component.type),
+            outside_text(f"{component.name}  sha384:{component.digest}"),
         )
-    keys = claims.get("keys") or {}
+    keys = typed.keys
     for name in ("signing_key", "hpke_key", "tls_spki_sha256"):
-        row(name, keys.get(name))
-    policy = claims.get("policy") or {}
-    row("policy", f"{policy.get('id')} (sha256 {policy.get('sha256')})")
+        row(name, getattr(keys, name) if keys is not None else None)
+    policy = typed.policy
+    row("policy", f"{policy and policy.id} (sha256 {policy and policy.sha256})")
     # Text, not markup, control characters escaped: these carry server-chosen strings.
     row("software", describe_reference(claims.get("reference")))
     row("prompts go to", describe_upstream(result.upstream))

@@ -19,7 +19,7 @@ import httpx
 import jwt
 from pydantic import ValidationError
 
-from cllm.appraisal import Permit, TokenClaims, Trust, Verdict, permits
+from cllm.appraisal import Claims, Permit, TokenClaims, Trust, Verdict, permits
 from cllm.client._channel import PinnedKeys
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
@@ -75,6 +75,15 @@ class Verification:
             allow_warning=allow_warning,
             expired=expired,
         )
+
+    @property
+    def typed_claims(self) -> Claims:
+        """``claims`` typed (``cllm.appraisal.Claims``); claims that do not parse (those of a
+        token refused as malformed) read as a verdict that established nothing."""
+        try:
+            return Claims.parse(self.claims)
+        except ValidationError:
+            return Claims()
 
     @property
     def simulated(self) -> bool:
@@ -356,9 +365,6 @@ class RemoteVerifier:
         at: int,
         key: str | None = None,
     ) -> Verification:
-        reasons = tuple(
-            Reason(str(r["code"]), str(r["message"])) for r in claims.get("reasons", [])
-        )
         raw_status = claims.get("status", "contraindicated")
         if raw_status not in tuple(Status):
             return _failed(
@@ -370,7 +376,7 @@ class RemoteVerifier:
             )
         try:
             # Typed once (cllm.appraisal.TokenClaims): a claim of the wrong type is malformed.
-            status = TokenClaims.model_validate(dict(claims)).status
+            typed = TokenClaims.model_validate(dict(claims))
         except ValidationError as exc:
             return _failed(
                 "verifier_malformed",
@@ -379,6 +385,8 @@ class RemoteVerifier:
                 at=at,
                 claims=claims,
             )
+        status = typed.status
+        reasons = tuple(Reason(reason.code, reason.message) for reason in typed.reasons)
         if claims.get("nonce") != nonce.hex():
             return _failed(
                 "token_nonce_mismatch",
