@@ -23,7 +23,7 @@ SCHEMA_FILE = ROOT / "ui" / "src" / "claims.schema.json"
 VECTORS: Any = json.loads((Path(__file__).parent / "permit_vectors.json").read_text())
 NOW = 1_790_000_000
 TOKEN_ORDER = ["nonce", "tee", "simulated", "tcb", "td", "components", "keys", "policy"]
-TOKEN_ORDER += ["reference", "upstream", "status", "reasons"]
+TOKEN_ORDER += ["reference", "upstream", "gpus", "status", "reasons"]  # gpus: issue 17 (gpuev)
 
 
 def test_committed_schema_is_the_models() -> None:

@@ -16,7 +16,9 @@ from cllm.policy import default_policy
 from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
 
 NOW = 1_790_000_000
-STEPS = ["parse", "binding_and_logs", "root", "collateral", "dcap", "policy", "caps"]
+GPU_STEPS = ["gpu_present", "gpu_parse", "gpu_binding", "gpu_state", "gpu_roots", "gpu_nonce"]
+GPU_STEPS += ["gpu_verify", "gpu_policy"]  # issue 17 (gpuev): between dcap and policy
+STEPS = ["parse", "binding_and_logs", "root", "collateral", "dcap", *GPU_STEPS, "policy", "caps"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_a_parse_failure_skips_every_later_step(world: SimulatedWorld) -> None:
     )
     assert verdict.status is Status.CONTRAINDICATED
     assert [r.code for r in verdict.reasons] == ["evidence_malformed"]
-    assert [step.ran for step in verdict.steps] == [True] + [False] * 6
+    assert [step.ran for step in verdict.steps] == [True] + [False] * (len(STEPS) - 1)
 
 
 def test_the_policy_never_judges_unverified_facts(world: SimulatedWorld) -> None:
@@ -89,7 +91,7 @@ def test_a_step_that_stops_silently_fails_closed(
     better than contraindicated, even though the policy already judged."""
     appraiser = _appraiser(world)
     steps = list(appraiser._steps)
-    steps.insert(6, ("silent", lambda run: False))  # after the policy, before the caps
+    steps.insert(len(steps) - 1, ("silent", lambda run: False))  # after the policy, before caps
     monkeypatch.setattr(appraiser, "_steps", tuple(steps))
     document, nonce = _evidence(world)
     verdict = appraiser.appraise(document, nonce=nonce, policy=default_policy(), at=NOW)
