@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/attest.py
+	$(BIN)/python bench/gpu_attest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis ui/node_modules \
