@@ -257,7 +257,7 @@ class GpuVerifier:
             )
         # GSP keys sign confidential-computing reports (64 digests + opaque data); FSP keys
         # sign the mixed-type FSP transcript without opaque data.
-        gsp_shaped = report.is_gsp and bool(report.opaque.fields)
+        gsp_shaped = report.is_gsp and bool(report.opaque)
         if gsp_shaped != (identity.firmware == "GSP"):
             raise VerificationError(
                 f"report shape does not fit a {identity.firmware} key", code="gpu_arch_mismatch"
