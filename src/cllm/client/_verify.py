@@ -20,6 +20,7 @@ import jwt
 
 from cllm.appraisal import CollateralSource, EvidenceAppraiser
 from cllm.client._channel import PinnedKeys
+from cllm.client._gpus import GpuEntry, gpus_of
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
@@ -76,6 +77,11 @@ class Verification:
         return bool(self.claims.get("simulated"))
 
     @property
+    def gpus(self) -> tuple[GpuEntry, ...]:
+        """The verdict's GPUs (the ``gpus`` claim), typed; empty when it names none."""
+        return gpus_of(self.claims)
+
+    @property
     def upstream(self) -> Mapping[str, Any]:
         """Where the server sends prompts, as its measured configuration says: ``{"scope":
         "embedded" | "loopback" | "remote" | "unknown", "host": str | None}``."""
@@ -112,6 +118,7 @@ class Verification:
             "reference",
             "upstream",
             "nonce",
+            "gpus",
         ):
             doc[name] = self.claims.get(name)
         doc["simulated"] = bool(doc["simulated"])
