@@ -1,6 +1,7 @@
 // The cllm chat page: attestation badge (checked on every new chat), fail-closed sending,
 // prompts sealed in this browser to the attested key, answers opened and their signatures
 // checked here. Token and evidence values are only ever set as text (textContent).
+import { capForGpus, renderGpus } from "./gpus.js";
 import { renderMarkdown } from "./markdown.js";
 import { attest, normaliseVerifier } from "./protocol/attest.js";
 import { pinning, upstreamText } from "./protocol/reference.js";
@@ -215,6 +216,8 @@ function renderDetails(result) {
     parts.push(list);
   }
 
+  parts.push(...renderGpus(claims, { el, row }));
+
   const recheck = el("button", { text: "Check again", attrs: { type: "button" } });
   recheck.addEventListener("click", () => runAttestation());
   parts.push(el("div", { className: "row" }, [recheck]));
@@ -260,7 +263,7 @@ async function runAttestation() {
     verifier: verifierUrl(),
     claims: null,
   });
-  const result = await checkServer(check);
+  const result = capForGpus(await checkServer(check)); // green only with every GPU verified hardware
   if (check === state.check) setAttestation(result);
   if (result.temporary) {
     setTimeout(() => {
