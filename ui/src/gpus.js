@@ -77,6 +77,16 @@ export function capForGpus(result) {
   return { ...result, reason };
 }
 
+/** One line for the details summary: how many GPUs, and which are not verified hardware. */
+export function gpuSummary(claims) {
+  if (!claims || typeof claims !== "object") return "—";
+  const entries = gpuEntries(claims);
+  if (entries === null) return "gpus" in claims ? "malformed" : "not reported by the verifier";
+  if (!entries.length) return "none (no GPU evidence)";
+  const problem = gpuProblem(claims);
+  return `${entries.length}: ${problem ? problem.text : "all verified NVIDIA hardware."}`;
+}
+
 function measurementsText(gpu) {
   if (gpu.measurements === "mismatched") {
     return `Mismatched at indices ${gpu.mismatched.join(", ") || "(not named)"}`;

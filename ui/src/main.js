@@ -1,7 +1,7 @@
 // The cllm chat page: attestation badge (checked on every new chat), fail-closed sending,
 // prompts sealed in this browser to the attested key, answers opened and their signatures
 // checked here. Token and evidence values are only ever set as text (textContent).
-import { capForGpus, renderGpus } from "./gpus.js";
+import { capForGpus, gpuSummary, renderGpus } from "./gpus.js";
 import { renderMarkdown } from "./markdown.js";
 import { attest, normaliseVerifier } from "./protocol/attest.js";
 import { pinning, upstreamText } from "./protocol/reference.js";
@@ -142,6 +142,7 @@ function renderDetails(result) {
     ...row("Policy", claims?.policy ? `${claims.policy.id} (sha256 ${claims.policy.sha256})` : "—"),
     ...row("Software", claims ? pinning(claims).text : "—"),
     ...row("Prompts", claims ? upstreamText(claims) : "—"),
+    ...row("GPUs", gpuSummary(claims)),
     ...row("Verifier", result.verifier || "—", { mono: true }),
     ...row("Verifier key", result.verifierKey || "—", { mono: true }),
     ...row("Checked at", result.checkedAt ? utc(new Date(result.checkedAt)) : "—"),

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { capForGpus, gpuEntries, gpuProblem, gpuRows, renderGpus } from "../src/gpus.js";
+import { capForGpus, gpuEntries, gpuProblem, gpuRows, gpuSummary, renderGpus } from "../src/gpus.js";
 
 // Built to the `gpus` claim contract (docs/client.md "GPUs"), like tests/gpu_claims.py.
 const gpu = (index = 0, fields = {}) => ({
@@ -124,6 +124,10 @@ describe("the details panel", () => {
     assert.deepEqual(texts(renderGpus({ gpus: [] }, { el, row })), ["GPUs", "No GPU evidence."]);
     assert.deepEqual(texts(renderGpus({ status: "affirming" }, { el, row })), ["GPUs", "Not reported by the verifier."]);
     assert.deepEqual(renderGpus(null, { el, row }), []);
+    assert.equal(gpuSummary({ gpus: [] }), "none (no GPU evidence)");
+    assert.equal(gpuSummary({}), "not reported by the verifier");
+    assert.equal(gpuSummary({ gpus: [gpu(0), gpu(1)] }), "2: all verified NVIDIA hardware.");
+    assert.match(gpuSummary({ gpus: [gpu(0, { status: "unattested" })] }), /^1: GPU 0: present but not attested/);
   });
 
   it("shows a simulated GPU as such, and server-chosen strings only as text", () => {
