@@ -350,6 +350,25 @@ def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
     return OpaqueData(values, value_types=value_types, nvdaod_version=version)
 
 
+_REQUEST_HEADER: Final = bytes(
+    [L.SPDM_VERSION_11, L.GET_MEASUREMENTS, L.PARAM1_SIGNATURE_REQUESTED, L.PARAM2_ALL_BLOCKS]
+)
+_RESPONSE_HEADER: Final = bytes([L.SPDM_VERSION_11, L.MEASUREMENTS, 0])
+
+
+def _check_headers(data: bytes, slot_id: int) -> None:
+    _expect(data, L.REQ_VERSION, L.SPDM_VERSION_11, "request SPDMVersion")
+    _expect(data, L.REQ_CODE, L.GET_MEASUREMENTS, "request code")
+    _expect(data, L.REQ_PARAM1, L.PARAM1_SIGNATURE_REQUESTED, "request Param1 (attributes)")
+    _expect(data, L.REQ_PARAM2, L.PARAM2_ALL_BLOCKS, "request Param2 (operation)")
+    if slot_id > 7:
+        raise _fail(f"slot ID {slot_id} out of range", L.REQ_SLOT_ID)
+    _expect(data, L.RSP_VERSION, L.SPDM_VERSION_11, "response SPDMVersion")
+    _expect(data, L.RSP_CODE, L.MEASUREMENTS, "response code")
+    _expect(data, L.RSP_PARAM1, 0, "response Param1")
+    _expect(data, L.RSP_PARAM2, slot_id, "response Param2 (slot ID)")
+
+
 def parse_report(
     data: bytes | bytearray | memoryview, *, allow_trailing_zeros: bool = False
 ) -> GpuReport:
@@ -365,17 +384,15 @@ def parse_report(
     if len(data) > MAX_REPORT_SIZE:
         raise _fail(f"{len(data)} bytes, at most {MAX_REPORT_SIZE}", 0)
     _need(data, 0, L.RSP_RECORD, "request and response header")
-    _expect(data, L.REQ_VERSION, L.SPDM_VERSION_11, "request SPDMVersion")
-    _expect(data, L.REQ_CODE, L.GET_MEASUREMENTS, "request code")
-    _expect(data, L.REQ_PARAM1, L.PARAM1_SIGNATURE_REQUESTED, "request Param1 (attributes)")
-    _expect(data, L.REQ_PARAM2, L.PARAM2_ALL_BLOCKS, "request Param2 (operation)")
     slot_id = data[L.REQ_SLOT_ID]
-    if slot_id > 7:
-        raise _fail(f"slot ID {slot_id} out of range", L.REQ_SLOT_ID)
-    _expect(data, L.RSP_VERSION, L.SPDM_VERSION_11, "response SPDMVersion")
-    _expect(data, L.RSP_CODE, L.MEASUREMENTS, "response code")
-    _expect(data, L.RSP_PARAM1, 0, "response Param1")
-    _expect(data, L.RSP_PARAM2, slot_id, "response Param2 (slot ID)")
+    # One comparison for the fixed header bytes; byte by byte only to say which one is wrong.
+    if (
+        data[: L.REQ_NONCE] != _REQUEST_HEADER
+        or data[L.RSP_VERSION : L.RSP_PARAM2] != _RESPONSE_HEADER
+        or slot_id > 7
+        or data[L.RSP_PARAM2] != slot_id
+    ):
+        _check_headers(data, slot_id)
     count = data[L.RSP_NUMBER_OF_BLOCKS]
     if count == 0:
         raise _fail("response holds no measurement blocks", L.RSP_NUMBER_OF_BLOCKS)
