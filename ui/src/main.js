@@ -1,6 +1,7 @@
 // The cllm chat page: attestation badge (checked on every new chat), fail-closed sending,
 // prompts sealed in this browser to the attested key, answers opened and their signatures
 // checked here. Token and evidence values are only ever set as text (textContent).
+import { capForGpus, gpuSummary, renderGpus } from "./gpus.js";
 import { renderMarkdown } from "./markdown.js";
 import { permits } from "./permit.js";
 import { attest, normaliseVerifier } from "./protocol/attest.js";
@@ -142,6 +143,7 @@ function renderDetails(result) {
     ...row("Policy", claims?.policy ? `${claims.policy.id} (sha256 ${claims.policy.sha256})` : "—"),
     ...row("Software", claims ? pinning(claims).text : "—"),
     ...row("Prompts", claims ? upstreamText(claims) : "—"),
+    ...row("GPUs", gpuSummary(claims)),
     ...row("Verifier", result.verifier || "—", { mono: true }),
     ...row("Verifier key", result.verifierKey || "—", { mono: true }),
     ...row("Checked at", result.checkedAt ? utc(new Date(result.checkedAt)) : "—"),
@@ -216,6 +218,8 @@ function renderDetails(result) {
     parts.push(list);
   }
 
+  parts.push(...renderGpus(claims, { el, row }));
+
   const recheck = el("button", { text: "Check again", attrs: { type: "button" } });
   recheck.addEventListener("click", () => runAttestation());
   parts.push(el("div", { className: "row" }, [recheck]));
@@ -261,7 +265,7 @@ async function runAttestation() {
     verifier: verifierUrl(),
     claims: null,
   });
-  const result = await checkServer(check);
+  const result = capForGpus(await checkServer(check)); // green only with every GPU verified hardware
   if (check === state.check) setAttestation(result);
   if (result.temporary) {
     setTimeout(() => {

@@ -22,6 +22,7 @@ from cllm.cli._common import (
     read_file,
     report_error,
 )
+from cllm.cli._gpu_view import gpu_note, print_gpus
 from cllm.cli._text import outside, outside_text
 from cllm.errors import ApiError, AttestationError, CllmError, CryptoError
 from cllm.policy import Policy, Status, parse_policy
@@ -86,6 +87,8 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
     verdict = Text(result.status.upper(), style=f"bold {colour}")
     if result.simulated:
         verdict.append("  (simulated TD: not hardware evidence)", style="yellow")
+    if gpu_note(result):
+        verdict.append(f"  {gpu_note(result)}", style="yellow")
     console.print(Text("server   ") + outside_text(url))
     console.print(Text("verdict  ") + verdict)
     console.print(
@@ -143,6 +146,7 @@ def _report(console: Console, result: Verification, *, url: str) -> None:
     row("software", describe_reference(claims.get("reference")))
     row("prompts go to", describe_upstream(result.upstream))
     console.print(table)
+    print_gpus(console, result)
     # Last, after everything the server or verifier chose: the verdict once more, so nothing
     # printed above can leave a different last word on the screen.
     console.print(Text("verdict  ") + verdict.copy())
@@ -253,6 +257,7 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
             return _chat_unprotected(args, err)
         colour = _COLOURS[result.status]
         note = " (simulated TD)" if result.simulated else ""
+        note += f" {gpu_note(result)}" if gpu_note(result) else ""
         err.print(
             Text(f"verified: {result.status}{note}", style=colour)
             + Text("; messages are end-to-end encrypted")

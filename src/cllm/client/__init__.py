@@ -9,6 +9,7 @@ and check every answer's signature.
 
 from cllm.client._channel import Answer, AnswerStream, PinnedKeys, apost, post, prepare
 from cllm.client._client import AsyncClient, ChatCompletion, ChatCompletionChunk, Client, Usage
+from cllm.client._gpus import GpuEntry, GpuError, GpuMeasurements, GpuStatus
 from cllm.client._pin import check_verifier_url, parse_verifier_key
 from cllm.client._transport import (
     AsyncAttestedTransport,
@@ -44,6 +45,10 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
     "Client",
+    "GpuEntry",
+    "GpuError",
+    "GpuMeasurements",
+    "GpuStatus",
     "LocalVerifier",
     "PinnedKeys",
     "RemoteVerifier",

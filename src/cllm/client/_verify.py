@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from cllm.appraisal import Claims, Permit, TokenClaims, Trust, Verdict, permits
 from cllm.client._channel import PinnedKeys
+from cllm.client._gpus import GpuEntry, gpus_of
 from cllm.client._pin import check_verifier_url, jwks_thumbprints
 from cllm.client._tls import peer_spki_sha256, tls_finding
 from cllm.errors import CllmError
@@ -90,6 +91,11 @@ class Verification:
         return bool(self.claims.get("simulated"))
 
     @property
+    def gpus(self) -> tuple[GpuEntry, ...]:
+        """The verdict's GPUs (the ``gpus`` claim), typed; empty when it names none."""
+        return gpus_of(self.claims)
+
+    @property
     def upstream(self) -> Mapping[str, Any]:
         """Where the server sends prompts, as its measured configuration says: ``{"scope":
         "embedded" | "loopback" | "remote" | "unknown", "host": str | None}``."""
@@ -126,6 +132,7 @@ class Verification:
             "reference",
             "upstream",
             "nonce",
+            "gpus",
         ):
             doc[name] = self.claims.get(name)
         doc["simulated"] = bool(doc["simulated"])

@@ -42,7 +42,7 @@ def appraise(report: GpuReport, rims: tuple[Rim, ...]) -> Appraisal:
                 )
             owners[index] = rim
     nvdec0_off = report.opaque.nvdec0_status == L.NVDEC0_DISABLED
-    blocks = {block.index: block for block in report.blocks}
+    values = report.values()
     mismatched: list[int] = []
     appraised: list[int] = []
     skipped: list[int] = []
@@ -54,12 +54,8 @@ def appraise(report: GpuReport, rims: tuple[Rim, ...]) -> Appraisal:
                 skipped.append(golden.index)
                 continue
             appraised.append(golden.index)
-            block = blocks.get(golden.index + 1)
-            if (
-                block is None
-                or len(block.value) != golden.size
-                or block.value not in golden.alternatives
-            ):
+            value = values.get(golden.index + 1)
+            if value is None or len(value) != golden.size or value not in golden.alternatives:
                 mismatched.append(golden.index)
     return Appraisal(
         matched=not mismatched,

@@ -135,8 +135,9 @@ def check_links(
 
     Raises ``VerificationError`` with ``code`` (structure, links) or ``untrusted`` (root)."""
     try:
+        subjects = [cert.subject for cert in certs]  # each access builds a new Name: once
         for i, cert in enumerate(certs):
-            label = f"{what}: certificate {i} '{_cn(cert.subject)}'"
+            label = f"{what}: certificate {i} '{_cn(subjects[i])}'"
             if cert.signature_algorithm_oid != _ECDSA_SHA384:
                 raise VerificationError(f"{label} is not signed with ECDSA-SHA384", code=code)
             _p384_key(cert, label, code)
@@ -152,7 +153,7 @@ def check_links(
                     raise VerificationError(f"{label}: path length constraint exceeded", code=code)
             if i + 1 < len(certs):
                 issuer = certs[i + 1]
-                if cert.issuer != issuer.subject:
+                if cert.issuer != subjects[i + 1]:
                     raise VerificationError(
                         f"{what}: certificate {i} issuer != certificate {i + 1} subject", code=code
                     )

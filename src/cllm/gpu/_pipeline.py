@@ -144,6 +144,10 @@ class GpuVerifier:
             ("vbios_rim", functools.partial(self._step_rim, kind=RimKind.VBIOS)),
             ("measurements", self._step_measurements),
         )
+        # A passed step is the same value on every run: built once, not per verification.
+        self._passed = tuple(
+            Step(number, name, True) for number, (name, _) in enumerate(self._steps, start=1)
+        )
 
     @property
     def roots(self) -> GpuTrustRoots:
@@ -188,7 +192,7 @@ class GpuVerifier:
         )
         steps: list[Step] = []
         error: CllmError | None = None
-        for number, (name, step) in enumerate(self._steps, start=1):
+        for passed, (name, step) in zip(self._passed, self._steps, strict=True):
             try:
                 step(run)
             except CllmError as exc:
@@ -199,9 +203,9 @@ class GpuVerifier:
                     f"unexpected {type(exc).__name__} in step {name}", code="internal_error"
                 )
             if error is not None:
-                steps.append(Step(number, name, False, error.code, error.message))
+                steps.append(Step(passed.number, name, False, error.code, error.message))
                 break
-            steps.append(Step(number, name, True))
+            steps.append(passed)
         return GpuVerification(
             ok=error is None,
             steps=tuple(steps),
@@ -257,7 +261,7 @@ class GpuVerifier:
             )
         # GSP keys sign confidential-computing reports (64 digests + opaque data); FSP keys
         # sign the mixed-type FSP transcript without opaque data.
-        gsp_shaped = report.is_gsp and bool(report.opaque.fields)
+        gsp_shaped = report.is_gsp and bool(report.opaque)
         if gsp_shaped != (identity.firmware == "GSP"):
             raise VerificationError(
                 f"report shape does not fit a {identity.firmware} key", code="gpu_arch_mismatch"
@@ -299,12 +303,14 @@ class GpuVerifier:
         run.device_ocsp = outcome.status
 
     def _step_rim(self, run: _Run, *, kind: RimKind) -> None:
+        required = kind in run.rims_required
+        if not required and run.rims is NO_RIMS:
+            return  # no RIM source and none required: nothing to look up
         report, arch = _need(run.report), _need(run.arch)
         if kind is RimKind.DRIVER:
             rim_id, version = driver_rim_id(report, arch), report.opaque.driver_version
         else:
             rim_id, version = vbios_rim_id(report), report.opaque.vbios_version
-        required = kind in run.rims_required
         if rim_id is None or version is None:
             if required:
                 raise VerificationError(

@@ -3,12 +3,17 @@
 A report is the SPDM 1.1 GET_MEASUREMENTS request (37 bytes) followed by the signed
 MEASUREMENTS response, as NVML returns it. Every read is bounds-checked first; any input either
 parses or raises ``GpuEvidenceFormatError`` with a code and offset, in time linear in its size.
+
+The parser validates every byte eagerly but builds little: a report is verified once per
+attestation, so the measurement blocks of the common GSP shape and the opaque fields' objects
+are only materialised when asked for (the pipeline reads a few values by type).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cllm.errors import GpuEvidenceFormatError
@@ -49,10 +54,12 @@ _TEXT_FIELDS: Final = frozenset(
         L.OPAQUE_CHIP_INFO,
     }
 )
-_MAX_OPAQUE_LENGTH: Final = 1024
-MAX_REPORT_SIZE: Final = (
-    64 * 1024
-)  # NVML's report buffer is 8 KiB  # DSP0274 1.1: OpaqueLength shall not exceed 1024
+_PRINTABLE: Final = bytes(range(0x20, 0x7F))  # deleted by translate: what is left is not
+_LEGACY_FIELD: Final = struct.Struct("<HH")  # type, length
+_NVDAOD_FIELD: Final = struct.Struct("<HHH")  # type, value type, length
+_BLOCK_HEADER: Final = struct.Struct("<BBHBH")  # index, spec, size; DMTF type, value size
+_MAX_OPAQUE_LENGTH: Final = 1024  # DSP0274 1.1: OpaqueLength shall not exceed 1024
+MAX_REPORT_SIZE: Final = 64 * 1024  # NVML's report buffer is 8 KiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +82,51 @@ class OpaqueField:
     value_type: int | None = None  # NVDAOD entries only
 
 
-@dataclass(frozen=True, slots=True)
 class OpaqueData:
-    """NVIDIA's opaque data: legacy TLVs, or the versioned ``NVDAOD`` format."""
+    """NVIDIA's opaque data: legacy TLVs, or the versioned ``NVDAOD`` format.
 
-    fields: tuple[OpaqueField, ...]
-    nvdaod_version: tuple[int, int, int, int] | None = None  # major, minor, patch, pad
+    Read-only: values by field type, in the order the report carries them (``parse_opaque``
+    refuses repeated types, so a type names one value)."""
+
+    __slots__ = ("_value_types", "_values", "nvdaod_version")
+
+    def __init__(
+        self,
+        values: dict[int, bytes],
+        *,
+        value_types: dict[int, int] | None = None,
+        nvdaod_version: tuple[int, int, int, int] | None = None,  # major, minor, patch, pad
+    ) -> None:
+        self._values = values
+        self._value_types = value_types
+        self.nvdaod_version = nvdaod_version
+
+    @property
+    def fields(self) -> tuple[OpaqueField, ...]:
+        types = self._value_types
+        return tuple(
+            OpaqueField(t, v, None if types is None else types[t]) for t, v in self._values.items()
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OpaqueData):
+            return NotImplemented
+        return self.fields == other.fields and self.nvdaod_version == other.nvdaod_version
+
+    def __hash__(self) -> int:
+        return hash((self.fields, self.nvdaod_version))
+
+    def __repr__(self) -> str:
+        return f"OpaqueData(fields={self.fields!r}, nvdaod_version={self.nvdaod_version!r})"
 
     def get(self, field_type: int) -> bytes | None:
-        for item in self.fields:
-            if item.type == field_type:
-                return item.value
-        return None
+        return self._values.get(field_type)
 
     def text(self, field_type: int) -> str | None:
-        value = self.get(field_type)
+        value = self._values.get(field_type)
         return None if value is None else value.rstrip(b"\0").decode("ascii")
 
     @property
@@ -99,33 +136,35 @@ class OpaqueData:
     @property
     def vbios_version(self) -> str | None:
         """As NVIDIA prints it: bytes 3.2.1.0.4 in upper-case hex, e.g. ``96.00.9F.00.01``."""
-        raw = self.get(L.OPAQUE_VBIOS_VERSION)
+        raw = self._values.get(L.OPAQUE_VBIOS_VERSION)
         if raw is None:
             return None
-        return ".".join(f"{raw[i]:02X}" for i in (3, 2, 1, 0, 4))
+        return f"{raw[3]:02X}.{raw[2]:02X}.{raw[1]:02X}.{raw[0]:02X}.{raw[4]:02X}"
 
     @property
     def gpu_info(self) -> int | None:
-        raw = self.get(L.OPAQUE_GPU_INFO)
+        raw = self._values.get(L.OPAQUE_GPU_INFO)
         return None if raw is None else int.from_bytes(raw, "little")
 
     @property
     def fwid(self) -> bytes | None:
-        return self.get(L.OPAQUE_FWID)
+        return self._values.get(L.OPAQUE_FWID)
 
     @property
     def nvdec0_status(self) -> int | None:
-        raw = self.get(L.OPAQUE_NVDEC0_STATUS)
+        raw = self._values.get(L.OPAQUE_NVDEC0_STATUS)
         return None if raw is None else raw[0]
 
 
 @dataclass(frozen=True, slots=True)
 class GpuReport:
-    """A parsed report. ``signed_data`` is every byte before the signature."""
+    """A parsed report. ``signed_data`` is every byte before the signature; ``record`` the
+    measurement record (``block_count`` blocks, validated)."""
 
     request_nonce: bytes
     slot_id: int
-    blocks: tuple[MeasurementBlock, ...]
+    record: bytes
+    block_count: int
     responder_nonce: bytes
     opaque: OpaqueData
     opaque_raw: bytes
@@ -134,11 +173,34 @@ class GpuReport:
     signature_offset: int
     trailing_bytes: int
     is_gsp: bool  # GSP confidential-computing evidence: 64 SHA-384 digest blocks
+    # Blocks of any shape but the GSP one, as parsed; the GSP shape is sliced on demand.
+    other_blocks: tuple[MeasurementBlock, ...] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def length(self) -> int:
         """Declared length: through the end of the signature."""
         return self.signature_offset + L.SIGNATURE_SIZE
+
+    @property
+    def blocks(self) -> tuple[MeasurementBlock, ...]:
+        if self.other_blocks is not None:
+            return self.other_blocks
+        digest, record = L.DMTF_TYPE_FIRMWARE_DIGEST, self.record
+        return tuple(
+            MeasurementBlock(i + 1, digest, record[i * _GSP_BLOCK + 7 : (i + 1) * _GSP_BLOCK])
+            for i in range(L.GSP_BLOCKS)
+        )
+
+    def values(self) -> dict[int, bytes]:
+        """Measurement values by index (what an appraisal compares)."""
+        if self.other_blocks is not None:
+            return {block.index: block.value for block in self.other_blocks}
+        record = self.record
+        return {
+            i + 1: record[i * _GSP_BLOCK + 7 : (i + 1) * _GSP_BLOCK] for i in range(L.GSP_BLOCKS)
+        }
 
     def block(self, index: int) -> MeasurementBlock | None:
         for item in self.blocks:
@@ -172,29 +234,22 @@ def _le(data: bytes, offset: int, size: int) -> int:
 _GSP_BLOCK: Final = L.BLOCK_HEADER_SIZE + L.DMTF_HEADER_SIZE + L.DIGEST_SIZE  # 55
 _GSP_INDICES: Final = bytes(range(1, L.GSP_BLOCKS + 1))
 # Every GSP block header after its index byte: DMTF, size 51, type 0x01, value size 48.
-_GSP_HEADER: Final = bytes([L.MEASUREMENT_SPEC_DMTF, 51, 0, L.DMTF_TYPE_FIRMWARE_DIGEST, 48, 0])
-
-
-def _parse_gsp_blocks(record: bytes) -> tuple[MeasurementBlock, ...] | None:
-    """Fast path for the one shape GSP reports have (64 digests, indices 1..64); None when the
-    record has any other shape, for the general parser to judge."""
-    if len(record) != L.GSP_BLOCKS * _GSP_BLOCK or record[::_GSP_BLOCK] != _GSP_INDICES:
-        return None
-    for k, expected in enumerate(_GSP_HEADER, start=1):
-        if record[k::_GSP_BLOCK] != bytes([expected]) * L.GSP_BLOCKS:
-            return None
-    digest = L.DMTF_TYPE_FIRMWARE_DIGEST
-    return tuple(
-        MeasurementBlock(i + 1, digest, record[i * _GSP_BLOCK + 7 : (i + 1) * _GSP_BLOCK])
-        for i in range(L.GSP_BLOCKS)
+_GSP_COLUMNS: Final = tuple(
+    (k, bytes([expected]) * L.GSP_BLOCKS)
+    for k, expected in enumerate(
+        [L.MEASUREMENT_SPEC_DMTF, 51, 0, L.DMTF_TYPE_FIRMWARE_DIGEST, 48, 0], start=1
     )
+)
+
+
+def _is_gsp_record(record: bytes) -> bool:
+    """The one shape GSP reports have: 64 digests, indices 1..64, every header as above."""
+    if len(record) != L.GSP_BLOCKS * _GSP_BLOCK or record[::_GSP_BLOCK] != _GSP_INDICES:
+        return False
+    return all(record[k::_GSP_BLOCK] == column for k, column in _GSP_COLUMNS)
 
 
 def _parse_blocks(data: bytes, start: int, end: int, count: int) -> tuple[MeasurementBlock, ...]:
-    if count == L.GSP_BLOCKS:
-        fast = _parse_gsp_blocks(data[start:end])
-        if fast is not None:
-            return fast
     blocks: list[MeasurementBlock] = []
     pos = start
     previous = 0
@@ -204,10 +259,7 @@ def _parse_blocks(data: bytes, start: int, end: int, count: int) -> tuple[Measur
             raise _fail(f"measurement record holds more than {count} blocks", pos)
         if pos + header > end:
             raise _fail("measurement block header overruns the record", pos)
-        index, spec = data[pos], data[pos + 1]
-        size = data[pos + 2] | data[pos + 3] << 8
-        value_type = data[pos + 4]
-        value_size = data[pos + 5] | data[pos + 6] << 8
+        index, spec, size, value_type, value_size = _BLOCK_HEADER.unpack_from(data, pos)
         if not previous < index <= L.MAX_BLOCK_INDEX:
             raise _fail(f"measurement index {index} out of order or out of range", pos)
         if spec != L.MEASUREMENT_SPEC_DMTF:
@@ -228,34 +280,17 @@ def _parse_blocks(data: bytes, start: int, end: int, count: int) -> tuple[Measur
     return tuple(blocks)
 
 
-def _check_field(field_type: int, value: bytes, offset: int) -> None:
-    size = _FIXED_SIZES.get(field_type)
-    if size is not None and len(value) != size:
-        raise _fail(
-            f"opaque field {field_type} is {len(value)} bytes, expected {size}",
-            offset,
-            "gpu_opaque_malformed",
-        )
-    if field_type == L.OPAQUE_SWITCH_PDI and len(value) % 8:
-        raise _fail("switch PDI list is not a multiple of 8 bytes", offset, "gpu_opaque_malformed")
-    if field_type in _TEXT_FIELDS:
-        text = value.rstrip(b"\0")
-        if not all(0x20 <= c < 0x7F for c in text):
-            raise _fail(
-                f"opaque field {field_type} is not NUL-padded ASCII", offset, "gpu_opaque_malformed"
-            )
-
-
 def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
     """Parse opaque data occupying exactly ``data``; offsets in errors are ``base +``."""
     versioned = data.startswith(L.NVDAOD_MAGIC)
-    fields: list[OpaqueField] = []
-    seen: set[int] = set()
+    values: dict[int, bytes] = {}
+    value_types: dict[int, int] | None = None
     version: tuple[int, int, int, int] | None = None
     pos = 0
+    end = len(data)
     header = L.LEGACY_FIELD_HEADER
     if versioned:
-        if len(data) < L.NVDAOD_HEADER_SIZE:
+        if end < L.NVDAOD_HEADER_SIZE:
             raise _fail("truncated NVDAOD header", base, "gpu_opaque_malformed")
         profile = _le(data, 6, 2)
         if profile != 0:
@@ -269,29 +304,69 @@ def parse_opaque(data: bytes, base: int = 0) -> OpaqueData:
             )
         pos = L.NVDAOD_HEADER_SIZE
         header = L.NVDAOD_FIELD_HEADER
-    while pos < len(data):
-        if pos + header > len(data):
+        value_types = {}
+    value_type = 0
+    while pos < end:
+        if pos + header > end:
             raise _fail(
                 "opaque field header overruns the opaque data", base + pos, "gpu_opaque_malformed"
             )
-        field_type = _le(data, pos, 2)
-        value_type = _le(data, pos + 2, 2) if versioned else None
-        size = _le(data, pos + header - 2, 2)
+        if value_types is None:
+            field_type, size = _LEGACY_FIELD.unpack_from(data, pos)
+        else:
+            field_type, value_type, size = _NVDAOD_FIELD.unpack_from(data, pos)
         start = pos + header
-        if start + size > len(data):
+        stop = start + size
+        if stop > end:
             raise _fail(
                 f"opaque field {field_type} overruns the opaque data",
                 base + pos,
                 "gpu_opaque_malformed",
             )
-        if field_type in seen:
+        if field_type in values:
             raise _fail(f"opaque field {field_type} repeated", base + pos, "gpu_opaque_malformed")
-        seen.add(field_type)
-        value = data[start : start + size]
-        _check_field(field_type, value, base + pos)
-        fields.append(OpaqueField(field_type, value, value_type))
-        pos = start + size
-    return OpaqueData(tuple(fields), version)
+        value = data[start:stop]
+        fixed = _FIXED_SIZES.get(field_type)
+        if fixed is not None and size != fixed:
+            raise _fail(
+                f"opaque field {field_type} is {size} bytes, expected {fixed}",
+                base + pos,
+                "gpu_opaque_malformed",
+            )
+        if field_type == L.OPAQUE_SWITCH_PDI and size % 8:
+            raise _fail(
+                "switch PDI list is not a multiple of 8 bytes", base + pos, "gpu_opaque_malformed"
+            )
+        if field_type in _TEXT_FIELDS and value.rstrip(b"\0").translate(None, _PRINTABLE):
+            raise _fail(
+                f"opaque field {field_type} is not NUL-padded ASCII",
+                base + pos,
+                "gpu_opaque_malformed",
+            )
+        values[field_type] = value
+        if value_types is not None:
+            value_types[field_type] = value_type
+        pos = stop
+    return OpaqueData(values, value_types=value_types, nvdaod_version=version)
+
+
+_REQUEST_HEADER: Final = bytes(
+    [L.SPDM_VERSION_11, L.GET_MEASUREMENTS, L.PARAM1_SIGNATURE_REQUESTED, L.PARAM2_ALL_BLOCKS]
+)
+_RESPONSE_HEADER: Final = bytes([L.SPDM_VERSION_11, L.MEASUREMENTS, 0])
+
+
+def _check_headers(data: bytes, slot_id: int) -> None:
+    _expect(data, L.REQ_VERSION, L.SPDM_VERSION_11, "request SPDMVersion")
+    _expect(data, L.REQ_CODE, L.GET_MEASUREMENTS, "request code")
+    _expect(data, L.REQ_PARAM1, L.PARAM1_SIGNATURE_REQUESTED, "request Param1 (attributes)")
+    _expect(data, L.REQ_PARAM2, L.PARAM2_ALL_BLOCKS, "request Param2 (operation)")
+    if slot_id > 7:
+        raise _fail(f"slot ID {slot_id} out of range", L.REQ_SLOT_ID)
+    _expect(data, L.RSP_VERSION, L.SPDM_VERSION_11, "response SPDMVersion")
+    _expect(data, L.RSP_CODE, L.MEASUREMENTS, "response code")
+    _expect(data, L.RSP_PARAM1, 0, "response Param1")
+    _expect(data, L.RSP_PARAM2, slot_id, "response Param2 (slot ID)")
 
 
 def parse_report(
@@ -309,24 +384,30 @@ def parse_report(
     if len(data) > MAX_REPORT_SIZE:
         raise _fail(f"{len(data)} bytes, at most {MAX_REPORT_SIZE}", 0)
     _need(data, 0, L.RSP_RECORD, "request and response header")
-    _expect(data, L.REQ_VERSION, L.SPDM_VERSION_11, "request SPDMVersion")
-    _expect(data, L.REQ_CODE, L.GET_MEASUREMENTS, "request code")
-    _expect(data, L.REQ_PARAM1, L.PARAM1_SIGNATURE_REQUESTED, "request Param1 (attributes)")
-    _expect(data, L.REQ_PARAM2, L.PARAM2_ALL_BLOCKS, "request Param2 (operation)")
     slot_id = data[L.REQ_SLOT_ID]
-    if slot_id > 7:
-        raise _fail(f"slot ID {slot_id} out of range", L.REQ_SLOT_ID)
-    _expect(data, L.RSP_VERSION, L.SPDM_VERSION_11, "response SPDMVersion")
-    _expect(data, L.RSP_CODE, L.MEASUREMENTS, "response code")
-    _expect(data, L.RSP_PARAM1, 0, "response Param1")
-    _expect(data, L.RSP_PARAM2, slot_id, "response Param2 (slot ID)")
+    # One comparison for the fixed header bytes; byte by byte only to say which one is wrong.
+    if (
+        data[: L.REQ_NONCE] != _REQUEST_HEADER
+        or data[L.RSP_VERSION : L.RSP_PARAM2] != _RESPONSE_HEADER
+        or slot_id > 7
+        or data[L.RSP_PARAM2] != slot_id
+    ):
+        _check_headers(data, slot_id)
     count = data[L.RSP_NUMBER_OF_BLOCKS]
     if count == 0:
         raise _fail("response holds no measurement blocks", L.RSP_NUMBER_OF_BLOCKS)
     record_length = _le(data, L.RSP_RECORD_LENGTH, 3)
     _need(data, L.RSP_RECORD, record_length, "measurement record")
     record_end = L.RSP_RECORD + record_length
-    blocks = _parse_blocks(data, L.RSP_RECORD, record_end, count)
+    record = data[L.RSP_RECORD : record_end]
+    other_blocks: tuple[MeasurementBlock, ...] | None = None
+    if count == L.GSP_BLOCKS and _is_gsp_record(record):
+        is_gsp = True
+    else:
+        other_blocks = _parse_blocks(data, L.RSP_RECORD, record_end, count)
+        is_gsp = len(other_blocks) == L.GSP_BLOCKS and all(
+            b.type == L.DMTF_TYPE_FIRMWARE_DIGEST for b in other_blocks
+        )
     _need(
         data, record_end, L.NONCE_SIZE + L.OPAQUE_LENGTH_SIZE, "responder nonce and opaque length"
     )
@@ -348,7 +429,8 @@ def parse_report(
     return GpuReport(
         request_nonce=data[L.REQ_NONCE : L.REQ_NONCE + L.NONCE_SIZE],
         slot_id=slot_id,
-        blocks=blocks,
+        record=record,
+        block_count=count,
         responder_nonce=responder_nonce,
         opaque=opaque,
         opaque_raw=opaque_raw,
@@ -356,8 +438,8 @@ def parse_report(
         signed_data=data[:signature_at],
         signature_offset=signature_at,
         trailing_bytes=trailing,
-        is_gsp=len(blocks) == L.GSP_BLOCKS
-        and all(b.type == L.DMTF_TYPE_FIRMWARE_DIGEST for b in blocks),
+        is_gsp=is_gsp,
+        other_blocks=other_blocks,
     )
 
 
