@@ -170,7 +170,7 @@ class QeIdentity:
 # -- decoding --------------------------------------------------------------------------------
 
 
-class _Malformed(Exception):
+class _FieldError(Exception):
     """A defect at a path inside the document; becomes one CollateralFormatError."""
 
     def __init__(self, path: str, problem: str) -> None:
@@ -190,7 +190,7 @@ class _Fields:
 
     def __init__(self, value: Any, path: str) -> None:
         if not isinstance(value, dict):
-            raise _Malformed(path, "must be an object")
+            raise _FieldError(path, "must be an object")
         self._doc: dict[str, Any] = value
         self._path = path
 
@@ -207,7 +207,7 @@ class _Fields:
     def required(self, key: str, name: str | None = None) -> tuple[Any, str]:
         value, path = self._get(key, name)
         if value is _MISSING:
-            raise _Malformed(path, "is missing")
+            raise _FieldError(path, "is missing")
         return value, path
 
     def optional(self, key: str, name: str | None = None) -> tuple[Any, str] | None:
@@ -217,21 +217,22 @@ class _Fields:
     def integer(self, key: str, name: str | None = None, *, bits: int | None = None) -> int:
         value, path = self.required(key, name)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Malformed(path, "must be an integer")
-        if bits is not None and not 0 <= value < 1 << bits:
-            raise _Malformed(path, f"must be 0..{(1 << bits) - 1}")
-        return value
+            raise _FieldError(path, "must be an integer")
+        number: int = value
+        if bits is not None and not 0 <= number < 1 << bits:
+            raise _FieldError(path, f"must be 0..{(1 << bits) - 1}")
+        return number
 
     def text(self, key: str, name: str | None = None) -> str:
         value, path = self.required(key, name)
         if not isinstance(value, str):
-            raise _Malformed(path, "must be a string")
+            raise _FieldError(path, "must be a string")
         return value
 
     def hex(self, key: str, name: str | None = None, *, size: int) -> str:
         value = self.text(key, name)
         if len(value) != 2 * size or not _is_hex(value):
-            raise _Malformed(self.path(key), f"must be {size} bytes of hex")
+            raise _FieldError(self.path(key), f"must be {size} bytes of hex")
         return value
 
     def time(self, key: str, name: str | None = None) -> datetime:
@@ -239,13 +240,13 @@ class _Fields:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError as exc:
-            raise _Malformed(self.path(key), "is not an ISO 8601 time") from exc
+            raise _FieldError(self.path(key), "is not an ISO 8601 time") from exc
         if moment.tzinfo is None:
-            raise _Malformed(self.path(key), "lacks a UTC offset")
+            raise _FieldError(self.path(key), "lacks a UTC offset")
         try:
             moment.timestamp()  # an offset can push a date at the edge of the range past it
         except (ValueError, OverflowError) as exc:
-            raise _Malformed(self.path(key), "is out of range") from exc
+            raise _FieldError(self.path(key), "is out of range") from exc
         return moment
 
     def status(self, key: str, name: str | None = None) -> TcbStatus:
@@ -253,7 +254,7 @@ class _Fields:
         try:
             return TcbStatus(value)
         except ValueError as exc:
-            raise _Malformed(self.path(key), f"is not a TCB status: {value!r}") from exc
+            raise _FieldError(self.path(key), f"is not a TCB status: {value!r}") from exc
 
     def strings(self, key: str, name: str | None = None) -> tuple[str, ...]:
         found = self.optional(key, name)
@@ -261,7 +262,7 @@ class _Fields:
             return ()
         value, path = found
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise _Malformed(path, "must be a list of strings")
+            raise _FieldError(path, "must be a list of strings")
         return tuple(value)
 
     def children(
@@ -272,7 +273,7 @@ class _Fields:
             return None
         value, path = found
         if not isinstance(value, list):
-            raise _Malformed(path, "must be a list")
+            raise _FieldError(path, "must be a list")
         return [_Fields(item, f"{path}[{index}]") for index, item in enumerate(value)]
 
     def child(self, key: str, name: str | None = None, *, optional: bool = False) -> _Fields | None:
@@ -282,7 +283,7 @@ class _Fields:
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = self.text(key)
         if value not in allowed:
-            raise _Malformed(self.path(key), f"must be one of {', '.join(allowed)}")
+            raise _FieldError(self.path(key), f"must be one of {', '.join(allowed)}")
         return value
 
 
@@ -310,7 +311,7 @@ def _components(fields: _Fields, key: str, *, optional: bool) -> tuple[TcbCompon
     if items is None:
         return None
     if len(items) != _SVN_COUNT:
-        raise _Malformed(fields.path(key), f"must list {_SVN_COUNT} components")
+        raise _FieldError(fields.path(key), f"must list {_SVN_COUNT} components")
     return tuple(TcbComponent(svn=item.integer("svn", bits=8)) for item in items)
 
 
@@ -362,7 +363,7 @@ def _module_identity(fields: _Fields) -> TdxModuleIdentity:
 
 def _non_empty(levels: list[_Fields], fields: _Fields) -> list[_Fields]:
     if not levels:
-        raise _Malformed(fields.path("tcbLevels"), "must not be empty")
+        raise _FieldError(fields.path("tcbLevels"), "must not be empty")
     return levels
 
 
@@ -376,7 +377,7 @@ def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def _malformed(what: str, exc: _Malformed) -> CollateralFormatError:
+def _malformed(what: str, exc: _FieldError) -> CollateralFormatError:
     where = exc.path or "the document"
     return CollateralFormatError(f"{what} is malformed: {where} {exc.problem}")
 
@@ -416,7 +417,7 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
                 sorted((_tcb_level(level) for level in levels), key=_level_order, reverse=True)
             ),
         )
-    except _Malformed as exc:
+    except _FieldError as exc:
         raise _malformed("TCB info", exc) from None
     if info.id == "TDX" and any(level.tdx_svns is None for level in info.tcb_levels):
         raise CollateralFormatError("TDX TCB info level without tdxtcbcomponents")
@@ -468,7 +469,7 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
             isvprodid=fields.integer("isvprodid", bits=16),
             tcb_levels=tuple(_qe_level(level) for level in levels),
         )
-    except _Malformed as exc:
+    except _FieldError as exc:
         raise _malformed("QE identity", exc) from None
 
 
@@ -566,8 +567,7 @@ def encode_qe_identity(identity: QeIdentity) -> bytes:
             "mrsigner": identity.mrsigner,
             "isvprodid": identity.isvprodid,
             "tcbLevels": [
-                _level_common(level, {"isvsvn": level.tcb.isvsvn})
-                for level in identity.tcb_levels
+                _level_common(level, {"isvsvn": level.tcb.isvsvn}) for level in identity.tcb_levels
             ],
         }
     )
