@@ -25,6 +25,8 @@ from cllm.errors import CollateralFormatError
 from cllm.verify._status import TcbStatus
 
 __all__ = [
+    "IsvTcb",
+    "IsvTcbLevel",
     "ModuleTcb",
     "ModuleTcbLevel",
     "QeIdentity",
@@ -80,16 +82,25 @@ class TcbLevel:
 
 
 @dataclass(frozen=True, slots=True)
-class ModuleTcb:
+class IsvTcb:
+    """The TCB of a TDX module identity level (8-bit ISVSVN) or a QE identity level (16-bit)."""
+
     isvsvn: int
 
 
 @dataclass(frozen=True, slots=True)
-class ModuleTcbLevel:
-    tcb: ModuleTcb
+class IsvTcbLevel:
+    """One TCB level of a TDX module identity or of the QE identity."""
+
+    tcb: IsvTcb
     tcb_date: datetime
     tcb_status: TcbStatus
     advisory_ids: tuple[str, ...] = ()
+
+
+# One shape, two documents (the parser applies each one's ISVSVN range).
+ModuleTcb = QeTcb = IsvTcb
+ModuleTcbLevel = QeTcbLevel = IsvTcbLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,19 +140,6 @@ class TcbInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validity", _validity(self.issue_date, self.next_update))
-
-
-@dataclass(frozen=True, slots=True)
-class QeTcb:
-    isvsvn: int
-
-
-@dataclass(frozen=True, slots=True)
-class QeTcbLevel:
-    tcb: QeTcb
-    tcb_date: datetime
-    tcb_status: TcbStatus
-    advisory_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,9 +329,9 @@ def _tcb_level(fields: _Fields) -> TcbLevel:
     )
 
 
-def _module_level(fields: _Fields) -> ModuleTcbLevel:
-    return ModuleTcbLevel(
-        tcb=ModuleTcb(isvsvn=_required_object(fields, "tcb").integer("isvsvn", bits=8)),
+def _isv_level(fields: _Fields, *, bits: int) -> IsvTcbLevel:
+    return IsvTcbLevel(
+        tcb=IsvTcb(isvsvn=_required_object(fields, "tcb").integer("isvsvn", bits=bits)),
         tcb_date=fields.time("tcbDate", "tcb_date"),
         tcb_status=fields.status("tcbStatus", "tcb_status"),
         advisory_ids=fields.strings("advisoryIDs", "advisory_ids"),
@@ -356,7 +354,7 @@ def _module_identity(fields: _Fields) -> TdxModuleIdentity:
         attributes=module.attributes,
         attributes_mask=module.attributes_mask,
         tcb_levels=tuple(
-            _module_level(item) for item in _required_list(fields, "tcbLevels", "tcb_levels")
+            _isv_level(item, bits=8) for item in _required_list(fields, "tcbLevels", "tcb_levels")
         ),
     )
 
@@ -433,15 +431,6 @@ def _level_order(level: TcbLevel) -> tuple[tuple[int, ...], int, tuple[int, ...]
     return (level.sgx_svns, level.tcb.pcesvn, level.tdx_svns or ())
 
 
-def _qe_level(fields: _Fields) -> QeTcbLevel:
-    return QeTcbLevel(
-        tcb=QeTcb(isvsvn=_required_object(fields, "tcb").integer("isvsvn", bits=16)),
-        tcb_date=fields.time("tcbDate", "tcb_date"),
-        tcb_status=fields.status("tcbStatus", "tcb_status"),
-        advisory_ids=fields.strings("advisoryIDs", "advisory_ids"),
-    )
-
-
 def parse_qe_identity(raw: bytes) -> QeIdentity:
     doc = _load_object(raw, "QE identity")
     if doc.get("version") != 2:
@@ -467,7 +456,7 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
             attributes_mask=fields.hex("attributesMask", "attributes_mask", size=16),
             mrsigner=fields.hex("mrsigner", size=32),
             isvprodid=fields.integer("isvprodid", bits=16),
-            tcb_levels=tuple(_qe_level(level) for level in levels),
+            tcb_levels=tuple(_isv_level(level, bits=16) for level in levels),
         )
     except _FieldError as exc:
         raise _malformed("QE identity", exc) from None
@@ -483,9 +472,7 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _level_common(
-    level: TcbLevel | ModuleTcbLevel | QeTcbLevel, tcb: dict[str, Any]
-) -> dict[str, Any]:
+def _level_common(level: TcbLevel | IsvTcbLevel, tcb: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "tcb": tcb,
         "tcbDate": _time(level.tcb_date),
@@ -497,6 +484,10 @@ def _level_common(
 
 
 def _tcb_json(tcb: Tcb) -> dict[str, Any]:
+    if len(tcb.sgxtcbcomponents) != _SVN_COUNT or (
+        tcb.tdxtcbcomponents is not None and len(tcb.tdxtcbcomponents) != _SVN_COUNT
+    ):
+        raise ValueError("a TCB level lists 16 SGX and 16 TDX component SVNs")
     doc: dict[str, Any] = {
         "sgxtcbcomponents": [{"svn": c.svn} for c in tcb.sgxtcbcomponents],
         "pcesvn": tcb.pcesvn,
@@ -521,7 +512,8 @@ def _compact(doc: dict[str, Any]) -> bytes:
 
 def encode_tcb_info(info: TcbInfo) -> bytes:
     """The TCB info JSON text (the ``tcbInfo`` object a signature covers), compact, keys in
-    Intel's order. Raises ``ValueError`` for a time that is not whole seconds with an offset."""
+    Intel's order. Raises ``ValueError`` for what no TCB info holds: a time that is not whole
+    seconds with an offset, a component list that is not 16 long."""
     doc: dict[str, Any] = {
         "id": info.id,
         "version": info.version,
