@@ -241,10 +241,6 @@ class _Fields:
             raise _FieldError(self.path(key), "is not an ISO 8601 time") from exc
         if moment.tzinfo is None:
             raise _FieldError(self.path(key), "lacks a UTC offset")
-        try:
-            moment.timestamp()  # an offset can push a date at the edge of the range past it
-        except (ValueError, OverflowError) as exc:
-            raise _FieldError(self.path(key), "is out of range") from exc
         return moment
 
     def status(self, key: str, name: str | None = None) -> TcbStatus:
@@ -469,7 +465,10 @@ def _time(moment: datetime) -> str:
     # Intel writes whole seconds in UTC; a finer time could not be read back as written.
     if moment.tzinfo is None or moment.microsecond:
         raise ValueError("collateral times are timezone-aware whole seconds")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError as exc:  # an offset that moves the time past year 9999
+        raise ValueError("collateral time out of range") from exc
 
 
 def _level_common(level: TcbLevel | IsvTcbLevel, tcb: dict[str, Any]) -> dict[str, Any]:
