@@ -42,6 +42,8 @@ from cllm.quote import (
 )
 from cllm.quote import _layout as L
 from cllm.verify import (
+    SIMULATED_QE_VENDOR_ID,
+    SIMULATED_ROOT_CA_NAME,
     TCB_SIGNER_EXTENSION_OID,
     Collateral,
     IsvTcb,
@@ -75,13 +77,6 @@ __all__ = [
     "SimulatedTd",
     "TdxModuleIdentityParams",
 ]
-
-SIMULATED_ROOT_CA_NAME: Final = "cllm Simulated SGX Root CA"
-# A vendor ID of our own, so a simulated quote fails the Intel root's QE vendor check even if
-# its chain were somehow accepted.
-SIMULATED_QE_VENDOR_ID: Final = hashlib.sha256(b"cllm simulated quoting enclave").digest()[:16]
-if SIMULATED_QE_VENDOR_ID == L.INTEL_QE_VENDOR_ID:  # pragma: no cover - guards the constant
-    raise AssertionError("the simulated QE vendor ID must differ from Intel's")
 
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _SGX_EXTENSION_OID: Final = "1.2.840.113741.1.13.1"

@@ -36,10 +36,13 @@ from cllm.verify._roots import (
     INTEL_SGX_ROOT_CA_SHA256,
     INTEL_TCB_SIGNING_KEY,
     INTEL_TCB_SIGNING_SUBJECT,
+    SIMULATED_QE_VENDOR_ID,
+    SIMULATED_ROOT_CA_NAME,
     TCB_SIGNER_EXTENSION_OID,
     TcbSigner,
     TrustRoot,
     intel_root,
+    qe_vendor_of,
 )
 from cllm.verify._status import TcbStatus
 
@@ -50,6 +53,8 @@ __all__ = [
     "INTEL_TCB_SIGNING_KEY",
     "INTEL_TCB_SIGNING_SUBJECT",
     "QCNL_CONF",
+    "SIMULATED_QE_VENDOR_ID",
+    "SIMULATED_ROOT_CA_NAME",
     "TCB_SIGNER_EXTENSION_OID",
     "Collateral",
     "CollateralFetcher",
@@ -79,5 +84,6 @@ __all__ = [
     "load_collateral",
     "parse_qe_identity",
     "parse_tcb_info",
+    "qe_vendor_of",
     "read_qcnl_pccs_url",
 ]
