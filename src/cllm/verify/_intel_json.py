@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeAlias, cast
 
 from cllm.errors import CollateralFormatError
 from cllm.verify._status import TcbStatus
@@ -99,8 +99,10 @@ class IsvTcbLevel:
 
 
 # One shape, two documents (the parser applies each one's ISVSVN range).
-ModuleTcb = QeTcb = IsvTcb
-ModuleTcbLevel = QeTcbLevel = IsvTcbLevel
+ModuleTcb: TypeAlias = IsvTcb
+QeTcb: TypeAlias = IsvTcb
+ModuleTcbLevel: TypeAlias = IsvTcbLevel
+QeTcbLevel: TypeAlias = IsvTcbLevel
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ class TdxModuleIdentity:
     mrsigner: str
     attributes: str
     attributes_mask: str
-    tcb_levels: tuple[ModuleTcbLevel, ...]
+    tcb_levels: tuple[IsvTcbLevel, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,7 @@ class QeIdentity:
     attributes_mask: str
     mrsigner: str  # hex, 32 bytes
     isvprodid: int
-    tcb_levels: tuple[QeTcbLevel, ...]
+    tcb_levels: tuple[IsvTcbLevel, ...]
     validity: tuple[int, int] = field(init=False, repr=False, compare=False)
     """issueDate .. nextUpdate in unix seconds, both inclusive."""
 
