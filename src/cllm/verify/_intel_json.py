@@ -292,7 +292,7 @@ def _is_hex(value: str) -> bool:
 
 def _required_list(fields: _Fields, key: str, name: str | None = None) -> list[_Fields]:
     found = fields.children(key, name)
-    assert found is not None  # required: objects() raises when absent
+    assert found is not None  # required: children() raises when absent
     return found
 
 
