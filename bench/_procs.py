@@ -44,3 +44,19 @@ def process_cpu(pid: int) -> float:
         return 0.0
     # After the command name: state is field 3, utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(pid: int) -> float:
+    """``process_cpu`` of a process plus that of its live children (a pre-forked server's
+    workers, which the parent has not reaped, so their time is not in its own counters)."""
+    total = process_cpu(pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # field 4, the parent's pid
+            total += process_cpu(int(entry.name))
+    return total

@@ -29,8 +29,13 @@ the service's ASGI app in this process, one after the other, and the script repo
 per request of the application alone (what the verifier's own code costs, without uvicorn and
 the sockets); ``--pairs`` many distinct evidence documents are sent in turn.
 
+With ``--workers 1,2`` (a list) the script compares worker counts side by side in one run:
+``--rounds`` rounds, each starting a fresh server for every count in turn (so the machine's
+drift hits every count alike), and reports each count's runs and medians.
+
 Usage: ``python bench/verifier.py [--json] [--clients N] [--requests N | --seconds S]
-[--warmup N] [--pairs N] [--client httpx|raw] [--in-process]``.
+[--warmup N] [--pairs N] [--client httpx|raw] [--workers N | --workers N,M --rounds R]
+[--in-process]``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import math
 import os
 import platform
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +62,7 @@ from rich.console import Console
 from rich.table import Table
 from starlette.types import Message
 
-from _procs import HOST, cllm_command, free_port, process_cpu
+from _procs import HOST, cllm_command, free_port, process_tree_cpu
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
 from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
@@ -152,7 +158,7 @@ class Server:
         raise SystemExit(f"{message}\n--- server output ---\n{log}")
 
     def cpu(self) -> float:
-        return process_cpu(self.process.pid)
+        return process_tree_cpu(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -428,11 +434,29 @@ def print_table(result: dict[str, Any], console: Console) -> None:
         console.print(f"{goal}: {'[green]met' if result['goal_met'] else '[red]not met'}")
 
 
+def _worker_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts must be >= 1")
+    return counts
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes (1)")
+    parser.add_argument(
+        "--workers",
+        type=_worker_counts,
+        default=(1,),
+        help="server worker processes (1); a list (1,2) compares them side by side",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="with a list of worker counts: rounds (3)"
+    )
     parser.add_argument("--requests", type=int, default=3000, help="measured requests (3000)")
     parser.add_argument("--seconds", type=float, help="measure for this long instead")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests first (200)")
@@ -450,6 +474,8 @@ def parse_args() -> argparse.Namespace:
         "(default), or httpx.AsyncClient (itself CPU-bound at 32 clients on 2 cores)",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.clients < 1 or args.requests < 1 or args.warmup < 0 or args.pairs < 1:
         parser.error("--clients, --requests and --pairs must be >= 1, --warmup >= 0")
     if args.seconds is not None and not 0 < args.seconds <= 600:
@@ -478,36 +504,9 @@ def main() -> int:
                     f"{measured['errors']} errors)"
                 )
             return 1 if measured["errors"] else 0
-        server = Server(state_dir, world.root_ca_path, workers=args.workers)
-        try:
-            server.wait_ready()
-            status = check_token(server.url, bodies[0])
-            if args.warmup:
-                warm = asyncio.run(
-                    run_phase(
-                        server,
-                        bodies,
-                        clients=args.clients,
-                        requests=args.warmup,
-                        seconds=None,
-                        client_kind=args.client,
-                    )
-                )
-                if warm.errors:
-                    raise SystemExit(f"{len(warm.errors)} errors in warm-up: {warm.errors[0]}")
-            phase = asyncio.run(
-                run_phase(
-                    server,
-                    bodies,
-                    clients=args.clients,
-                    requests=MAX_REQUESTS if args.seconds is not None else args.requests,
-                    seconds=args.seconds,
-                    client_kind=args.client,
-                )
-            )
-        finally:
-            server.stop()
-    result = summarise(phase, args, len(bodies[0]), status)
+        if len(args.workers) > 1:
+            return compare_workers(args, state_dir, world, bodies, console)
+        result, phase = measure(args, state_dir, world, bodies, workers=args.workers[0])
     if args.json:
         print(json.dumps(result))
     else:
@@ -516,6 +515,101 @@ def main() -> int:
         console.print(f"[red]{len(phase.errors)} failed requests[/red], first: {phase.errors[0]}")
         return 1
     return 0
+
+
+def measure(
+    args: argparse.Namespace,
+    state_dir: Path,
+    world: SimulatedWorld,
+    bodies: list[bytes],
+    *,
+    workers: int,
+) -> tuple[dict[str, Any], Phase]:
+    """One server with ``workers`` processes: warm-up, then the measured phase."""
+    server = Server(state_dir, world.root_ca_path, workers=workers)
+    try:
+        server.wait_ready()
+        status = check_token(server.url, bodies[0])
+        if args.warmup:
+            warm = asyncio.run(
+                run_phase(
+                    server,
+                    bodies,
+                    clients=args.clients,
+                    requests=args.warmup,
+                    seconds=None,
+                    client_kind=args.client,
+                )
+            )
+            if warm.errors:
+                raise SystemExit(f"{len(warm.errors)} errors in warm-up: {warm.errors[0]}")
+        phase = asyncio.run(
+            run_phase(
+                server,
+                bodies,
+                clients=args.clients,
+                requests=MAX_REQUESTS if args.seconds is not None else args.requests,
+                seconds=args.seconds,
+                client_kind=args.client,
+            )
+        )
+    finally:
+        server.stop()
+    result = summarise(phase, args, len(bodies[0]), status)
+    result["workers"] = workers
+    return result, phase
+
+
+def compare_workers(
+    args: argparse.Namespace,
+    state_dir: Path,
+    world: SimulatedWorld,
+    bodies: list[bytes],
+    console: Console,
+) -> int:
+    """Every worker count in turn, ``--rounds`` times; each count's runs and medians."""
+    load_before = os.getloadavg()
+    runs: dict[int, list[dict[str, Any]]] = {count: [] for count in args.workers}
+    failed = 0
+    for _ in range(args.rounds):
+        for count in args.workers:
+            result, phase = measure(args, state_dir, world, bodies, workers=count)
+            runs[count].append(result)
+            failed += len(phase.errors)
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
+    summary = {
+        str(count): {
+            "median": {
+                key: statistics.median(r[key] for r in results if r[key] is not None)
+                for key in keys
+            },
+            "runs": [{key: r[key] for key in (*keys, "errors")} for r in results],
+        }
+        for count, results in runs.items()
+    }
+    doc = {
+        "workers": summary,
+        "rounds": args.rounds,
+        "clients": args.clients,
+        "requests": args.requests,
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        table = Table(title=f"POST {PATH}, {args.clients} clients, {args.rounds} rounds")
+        for column in ("workers", "requests/s (runs)", "median p50 ms", "median p99 ms"):
+            table.add_column(column, justify="right")
+        for count, entry in summary.items():
+            rates = ", ".join(f"{run['rps']:.0f}" for run in entry["runs"])
+            median = entry["median"]
+            table.add_row(count, rates, f"{median['p50_ms']:.2f}", f"{median['p99_ms']:.2f}")
+        console.print(table)
+        console.print(f"load average before {doc['load_before']}, after {doc['load_after']}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -56,10 +57,47 @@ def _chosen(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def _terminal_width() -> int:
+    """What ``shutil.get_terminal_size`` gives, without importing shutil (which loads the bz2
+    and lzma extension modules): argparse asks for it on every ``add_argument``."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        width = _terminal_width() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with ``_Formatter`` as the default; subcommands' parsers are of the
+    same class (``add_subparsers`` uses ``type(self)``), so they inherit it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``only``, just that command's module is imported (none for a name
-    that is not a command) and the others are listed by name and help alone."""
-    parser = argparse.ArgumentParser(
+    that is not a command). The other commands are listed by name and help alone, and only when
+    the command line names no command of the table (to list them or refuse the name)."""
+    parser = _Parser(
         prog="cllm",
         description="Confidential LLM inference with remote attestation (Intel TDX).",
     )
@@ -69,9 +107,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     wanted = [module for name, (module, _) in COMMANDS.items() if only in (None, name)]
     for module in dict.fromkeys(wanted):
         importlib.import_module(f"cllm.cli.{module}").register(commands)
-    for name, (_, help_text) in COMMANDS.items():
-        if name not in commands.choices:
-            commands.add_parser(name, help=help_text)
+    if only not in COMMANDS:
+        for name, (_, help_text) in COMMANDS.items():
+            if name not in commands.choices:
+                commands.add_parser(name, help=help_text)
     return parser
 
 

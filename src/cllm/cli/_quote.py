@@ -10,8 +10,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
 from cllm.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -29,7 +27,6 @@ from cllm.quote import (
     parse_pck_extensions,
     parse_quote,
 )
-from cllm.quote import layout as quote_layout
 from cllm.verify import (
     INTEL_PCS_URL,
     QCNL_CONF,
@@ -132,21 +129,6 @@ def _unusable(error: CllmError, at: int, root: str) -> VerificationResult:
     return VerificationResult(ok=False, steps=(), error=error, evaluated_at=at, trust_root=root)
 
 
-def _default_qe_vendor(root_ca: str) -> bytes:
-    """The QE vendor a root's quotes come from: the simulated QE for cllm's simulation root
-    (which only counts because the user named that root), Intel's QE for any other."""
-    from cllm.tee import SIMULATED_QE_VENDOR_ID, SIMULATED_ROOT_CA_NAME
-
-    try:
-        subject = x509.load_pem_x509_certificate(read_file(root_ca, "root CA")).subject
-    except ValueError:
-        return quote_layout.INTEL_QE_VENDOR_ID  # from_pem_file reports the malformed file
-    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    if names and names[0].value == SIMULATED_ROOT_CA_NAME:
-        return SIMULATED_QE_VENDOR_ID
-    return quote_layout.INTEL_QE_VENDOR_ID
-
-
 def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
     at = args.at if args.at is not None else int(time.time())
     root_name = "Intel SGX Root CA"
@@ -155,7 +137,7 @@ def _cmd_quote_verify(args: argparse.Namespace, console: Console) -> int:
             TrustRoot.from_pem_file(
                 args.root_ca,
                 name=args.root_ca,
-                qe_vendor_id=args.qe_vendor_id or _default_qe_vendor(args.root_ca),
+                qe_vendor_id=args.qe_vendor_id,  # None: the root's own (cllm.verify decides)
                 allow_any_qe_vendor=args.allow_any_qe_vendor,
             )
             if args.root_ca

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -42,7 +41,26 @@ from cllm.quote import (
     encode_td_report,
 )
 from cllm.quote import _layout as L
-from cllm.verify import TCB_SIGNER_EXTENSION_OID, Collateral, TcbSigner, TcbStatus, TrustRoot
+from cllm.verify import (
+    SIMULATED_QE_VENDOR_ID,
+    SIMULATED_ROOT_CA_NAME,
+    TCB_SIGNER_EXTENSION_OID,
+    Collateral,
+    IsvTcb,
+    IsvTcbLevel,
+    QeIdentity,
+    Tcb,
+    TcbComponent,
+    TcbInfo,
+    TcbLevel,
+    TcbSigner,
+    TcbStatus,
+    TdxModule,
+    TdxModuleIdentity,
+    TrustRoot,
+    encode_qe_identity,
+    encode_tcb_info,
+)
 
 __all__ = [
     "DEFAULT_QE_LEVELS",
@@ -59,13 +77,6 @@ __all__ = [
     "SimulatedTd",
     "TdxModuleIdentityParams",
 ]
-
-SIMULATED_ROOT_CA_NAME: Final = "cllm Simulated SGX Root CA"
-# A vendor ID of our own, so a simulated quote fails the Intel root's QE vendor check even if
-# its chain were somehow accepted.
-SIMULATED_QE_VENDOR_ID: Final = hashlib.sha256(b"cllm simulated quoting enclave").digest()[:16]
-if SIMULATED_QE_VENDOR_ID == L.INTEL_QE_VENDOR_ID:  # pragma: no cover - guards the constant
-    raise AssertionError("the simulated QE vendor ID must differ from Intel's")
 
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _SGX_EXTENSION_OID: Final = "1.2.840.113741.1.13.1"
@@ -248,10 +259,6 @@ def _whole_seconds(moment: datetime, what: str) -> datetime:
     if moment.microsecond:
         raise ValueError(f"{what} must be a whole second")
     return moment.astimezone(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pem(certs: Iterable[x509.Certificate]) -> bytes:
@@ -609,49 +616,57 @@ class SimulatedDcap:
         return crl.public_bytes(Encoding.DER)
 
     def _tcb_info_json(self, p: CollateralParams, issue: datetime, next_update: datetime) -> bytes:
-        module: dict[str, Any] = {
-            "mrsigner": self.platform.mr_signer_seam.hex().upper(),
-            "attributes": "0000000000000000",
-            "attributesMask": "FFFFFFFFFFFFFFFF",
-        }
-        doc: dict[str, Any] = {
-            "id": "TDX",
-            "version": 3,
-            "issueDate": _iso(issue),
-            "nextUpdate": _iso(next_update),
-            "fmspc": (p.fmspc or self.platform.fmspc).hex(),
-            "pceId": self.platform.pce_id.hex(),
-            "tcbType": 0,
-            "tcbEvaluationDataNumber": p.tcb_evaluation_data_number,
-            "tdxModule": module,
-            "tdxModuleIdentities": [
-                {"id": identity.id, **module, "tcbLevels": _isv_levels(identity.tcb_levels)}
-                for identity in p.tdx_module_identities
-            ],
-            "tcbLevels": [_platform_level(level) for level in p.tcb_levels],
-        }
-        return _compact_json(doc)
+        module = TdxModule(
+            mrsigner=self.platform.mr_signer_seam.hex().upper(),
+            attributes="0000000000000000",
+            attributes_mask="FFFFFFFFFFFFFFFF",
+        )
+        return encode_tcb_info(
+            TcbInfo(
+                id="TDX",
+                version=3,
+                issue_date=issue,
+                next_update=next_update,
+                fmspc=(p.fmspc or self.platform.fmspc).hex(),
+                pce_id=self.platform.pce_id.hex(),
+                tcb_type=0,
+                tcb_evaluation_data_number=p.tcb_evaluation_data_number,
+                tdx_module=module,
+                tdx_module_identities=tuple(
+                    TdxModuleIdentity(
+                        id=identity.id,
+                        mrsigner=module.mrsigner,
+                        attributes=module.attributes,
+                        attributes_mask=module.attributes_mask,
+                        tcb_levels=_isv_levels(identity.tcb_levels),
+                    )
+                    for identity in p.tdx_module_identities
+                ),
+                tcb_levels=tuple(_platform_level(level) for level in p.tcb_levels),
+            )
+        )
 
     def _qe_identity_json(
         self, p: CollateralParams, issue: datetime, next_update: datetime
     ) -> bytes:
         qe = p.qe or self.qe
         attributes = bytes(a & m for a, m in zip(qe.attributes, _QE_ATTRIBUTES_MASK, strict=True))
-        doc = {
-            "id": "TD_QE",
-            "version": 2,
-            "issueDate": _iso(issue),
-            "nextUpdate": _iso(next_update),
-            "tcbEvaluationDataNumber": p.tcb_evaluation_data_number,
-            "miscselect": qe.misc_select.to_bytes(4, "little").hex().upper(),
-            "miscselectMask": "FFFFFFFF",
-            "attributes": attributes.hex().upper(),
-            "attributesMask": _QE_ATTRIBUTES_MASK.hex().upper(),
-            "mrsigner": self.qe_mr_signer.hex().upper(),
-            "isvprodid": qe.isv_prod_id,
-            "tcbLevels": _isv_levels(p.qe_levels),
-        }
-        return _compact_json(doc)
+        return encode_qe_identity(
+            QeIdentity(
+                id="TD_QE",
+                version=2,
+                issue_date=issue,
+                next_update=next_update,
+                tcb_evaluation_data_number=p.tcb_evaluation_data_number,
+                miscselect=qe.misc_select.to_bytes(4, "little").hex().upper(),
+                miscselect_mask="FFFFFFFF",
+                attributes=attributes.hex().upper(),
+                attributes_mask=_QE_ATTRIBUTES_MASK.hex().upper(),
+                mrsigner=self.qe_mr_signer.hex().upper(),
+                isvprodid=qe.isv_prod_id,
+                tcb_levels=_isv_levels(p.qe_levels),
+            )
+        )
 
     # -- quotes ------------------------------------------------------------------------
 
@@ -734,35 +749,26 @@ class SimulatedDcap:
         return signed + _u32(len(signature_data)) + signature_data
 
 
-def _isv_levels(levels: tuple[IsvSvnLevel, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "tcb": {"isvsvn": level.isv_svn},
-            "tcbDate": _iso(level.tcb_date),
-            "tcbStatus": level.status.value,
-            **({"advisoryIDs": list(level.advisory_ids)} if level.advisory_ids else {}),
-        }
+def _isv_levels(levels: tuple[IsvSvnLevel, ...]) -> tuple[IsvTcbLevel, ...]:
+    return tuple(
+        IsvTcbLevel(
+            tcb=IsvTcb(isvsvn=level.isv_svn),
+            tcb_date=level.tcb_date,
+            tcb_status=level.status,
+            advisory_ids=level.advisory_ids,
+        )
         for level in levels
-    ]
+    )
 
 
-def _platform_level(level: PlatformTcbLevel) -> dict[str, Any]:
-    if len(level.sgx_tcb_components) != 16 or len(level.tdx_tcb_components) != 16:
-        raise ValueError("a TCB level lists 16 SGX and 16 TDX component SVNs")
-    doc: dict[str, Any] = {
-        "tcb": {
-            "sgxtcbcomponents": [{"svn": svn} for svn in level.sgx_tcb_components],
-            "pcesvn": level.pce_svn,
-            "tdxtcbcomponents": [{"svn": svn} for svn in level.tdx_tcb_components],
-        },
-        "tcbDate": _iso(level.tcb_date),
-        "tcbStatus": level.status.value,
-    }
-    if level.advisory_ids:
-        doc["advisoryIDs"] = list(level.advisory_ids)
-    return doc
-
-
-def _compact_json(doc: dict[str, Any]) -> bytes:
-    # Compact, as Intel serves it; the signature covers exactly these bytes.
-    return json.dumps(doc, separators=(",", ":")).encode()
+def _platform_level(level: PlatformTcbLevel) -> TcbLevel:
+    return TcbLevel(
+        tcb=Tcb(
+            sgxtcbcomponents=tuple(TcbComponent(svn) for svn in level.sgx_tcb_components),
+            pcesvn=level.pce_svn,
+            tdxtcbcomponents=tuple(TcbComponent(svn) for svn in level.tdx_tcb_components),
+        ),
+        tcb_date=level.tcb_date,
+        tcb_status=level.status,
+        advisory_ids=level.advisory_ids,
+    )

@@ -23,6 +23,8 @@ __all__ = [
     "INTEL_SGX_ROOT_CA_SHA256",
     "INTEL_TCB_SIGNING_KEY",
     "INTEL_TCB_SIGNING_SUBJECT",
+    "SIMULATED_QE_VENDOR_ID",
+    "SIMULATED_ROOT_CA_NAME",
     "TCB_SIGNER_EXTENSION_OID",
     "TcbSigner",
     "TrustRoot",
@@ -76,6 +78,26 @@ INTEL_TCB_SIGNING_KEY: Final = bytes.fromhex(
 TCB_SIGNER_EXTENSION_OID: Final = x509.ObjectIdentifier(
     "2.25.120125934144259563230273253567673406423"
 )
+
+
+# cllm's simulated DCAP world (cllm.tee): its root CA's subject CN, and the QE vendor ID of its
+# quoting enclave: one of its own, so a simulated quote fails the Intel root's QE vendor check
+# even if its chain were somehow accepted.
+SIMULATED_ROOT_CA_NAME: Final = "cllm Simulated SGX Root CA"
+SIMULATED_QE_VENDOR_ID: Final = hashlib.sha256(b"cllm simulated quoting enclave").digest()[:16]
+if SIMULATED_QE_VENDOR_ID == quote_layout.INTEL_QE_VENDOR_ID:  # pragma: no cover - the constant
+    raise AssertionError("the simulated QE vendor ID must differ from Intel's")
+
+
+def qe_vendor_of(root: x509.Certificate) -> bytes:
+    """The QE vendor whose quotes a root's PCK chains vouch for: the simulated QE's for cllm's
+    simulation root, Intel's for any other (Intel's root, or a root of one's own whose
+    platforms run Intel's QE). The root is recognised by its subject's CN, which decides
+    nothing by itself: a root is only used because its user chose to trust that file."""
+    names = root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if names and names[0].value == SIMULATED_ROOT_CA_NAME:
+        return SIMULATED_QE_VENDOR_ID
+    return quote_layout.INTEL_QE_VENDOR_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +178,12 @@ class TrustRoot:
         path: str | Path,
         *,
         name: str,
-        qe_vendor_id: bytes = quote_layout.INTEL_QE_VENDOR_ID,
+        qe_vendor_id: bytes | None = None,
         allow_any_qe_vendor: bool = False,
     ) -> TrustRoot:
+        """The root in a PEM file (then, for a root that is not Intel's, at most its TCB Signing
+        certificate). Quotes under it must carry ``qe_vendor_id``; by default the root's own
+        QE vendor (``qe_vendor_of``)."""
         try:
             pem = Path(path).read_bytes()
         except OSError as exc:
@@ -195,7 +220,7 @@ class TrustRoot:
         root = cls(
             certificate=cert,
             name=name,
-            qe_vendor_id=qe_vendor_id,
+            qe_vendor_id=qe_vendor_of(cert) if qe_vendor_id is None else qe_vendor_id,
             is_intel_production=False,
             tcb_signer=signer,
             allow_any_qe_vendor=allow_any_qe_vendor,

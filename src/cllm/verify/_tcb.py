@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cllm.errors import VerificationError
 from cllm.quote import EnclaveReport, PckExtensions, TdReport
-from cllm.verify._collateral import QeIdentity, TcbInfo, TcbLevel, TdxModuleIdentity
+from cllm.verify._intel_json import QeIdentity, TcbInfo, TcbLevel, TdxModuleIdentity
 from cllm.verify._status import TcbStatus
 
 __all__ = [
