@@ -20,24 +20,14 @@ from cllm.measure._ccel import (
     parse_tcg_event_log,
     replay_ccel,
 )
-from cllm.measure._components import (
-    CLLM_DISTRIBUTION,
-    ENGINES,
-    LLAMA_CPP_DISTRIBUTION,
-    MEASURED_RTMR,
+from cllm.measure._config import (
     SECRET_MARKERS,
-    OllamaModel,
-    PathArg,
     drop_secrets,
     is_secret_name,
     measure_config,
-    measure_directory,
-    measure_distribution,
-    measure_file,
-    measure_ollama_model,
-    measure_startup,
     redact_argv,
 )
+from cllm.measure._distribution import measure_distribution
 from cllm.measure._dstack import (
     DSTACK_RUNTIME_EVENT_TYPE,
     DstackEvent,
@@ -59,6 +49,7 @@ from cllm.measure._event import (
     parse_event_log,
     replay,
 )
+from cllm.measure._files import measure_directory, measure_file
 from cllm.measure._hashing import (
     CHUNK_SIZE,
     FileDigests,
@@ -70,6 +61,8 @@ from cllm.measure._hashing import (
 )
 from cllm.measure._jcs import canonical_json
 from cllm.measure._log import EventLog, ExtendFn
+from cllm.measure._ollama import OllamaModel, measure_ollama_model
+from cllm.measure._plan import MEASURED_RTMR, PathArg
 from cllm.measure._registers import Rtmrs, replay_digests
 from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
 from cllm.measure._snapshot import (
@@ -79,6 +72,12 @@ from cllm.measure._snapshot import (
     snapshot_file_to_memfd,
 )
 from cllm.measure._start import START_EVENT_TYPE, count_starts, start_marker
+from cllm.measure._startup import (
+    CLLM_DISTRIBUTION,
+    ENGINES,
+    LLAMA_CPP_DISTRIBUTION,
+    measure_startup,
+)
 
 __all__ = [
     "CC_TYPE_TDX",

@@ -34,8 +34,7 @@ from cllm.gpu import (
 from cllm.gpu._backend import GpuBackend, GpuDevice, GpuEvidence
 from cllm.gpu._select import SelectedGpuBackend, select_gpu_backend
 from cllm.gpu._sources import RimSource
-from cllm.measure import Event
-from cllm.measure._components import MEASURED_RTMR
+from cllm.measure import MEASURED_RTMR, Event
 from cllm.measure._event import freeze_json
 from cllm.measure._jcs import canonical_json
 from cllm.server._settings import ServeSettings
