@@ -39,7 +39,14 @@ from cllm.gpu._simulated import (
     simulated_roots_from_pem,
     simulated_trust_roots,
 )
-from cllm.gpu._sources import NVIDIA_RIM_SERVICE_URL, RimDirectory, RimFiles, RimService, RimSources
+from cllm.gpu._sources import (
+    NVIDIA_RIM_SERVICE_URL,
+    RimDirectory,
+    RimFiles,
+    RimService,
+    RimSource,
+    RimSources,
+)
 
 __all__ = [
     "NO_RIMS",
@@ -69,6 +76,7 @@ __all__ = [
     "RimFiles",
     "RimKind",
     "RimService",
+    "RimSource",
     "RimSources",
     "SelectedGpuBackend",
     "SimulatedGpuBackend",

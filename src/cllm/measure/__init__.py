@@ -6,6 +6,7 @@ the value extended into the RTMR is SHA-384 of its RFC 8785 canonical JSON, and 
 exactly the hashed objects, so anyone can replay it.
 """
 
+from cllm._internal.jcs import canonical_json
 from cllm.measure._ccel import (
     CC_TYPE_TDX,
     EV_NO_ACTION,
@@ -59,7 +60,6 @@ from cllm.measure._hashing import (
     hash_file,
     hash_files,
 )
-from cllm.measure._jcs import canonical_json
 from cllm.measure._log import EventLog, ExtendFn
 from cllm.measure._ollama import OllamaModel, measure_ollama_model
 from cllm.measure._plan import MEASURED_RTMR, PathArg

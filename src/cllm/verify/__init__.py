@@ -19,6 +19,7 @@ from cllm.verify._pcs import (
     read_qcnl_pccs_url,
 )
 from cllm.verify._pipeline import QuoteVerifier
+from cllm.verify._pki import parse_crl
 from cllm.verify._result import Step, TdFacts, VerificationResult
 from cllm.verify._roots import (
     INTEL_SGX_ROOT_CA_PEM,
@@ -57,6 +58,7 @@ __all__ = [
     "default_collateral_url",
     "intel_root",
     "load_collateral",
+    "parse_crl",
     "parse_qe_identity",
     "parse_tcb_info",
     "read_qcnl_pccs_url",
