@@ -17,6 +17,7 @@ from _procs import HOST, process_cpu
 from _serve_client import RawConnection
 from _serve_procs import (
     CHAT_PATH,
+    SCRIPT,
     UPSTREAM_MODEL,
     ForeignLoad,
     ServeProcess,
@@ -128,7 +129,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path, console: Any) -> GatewayRes
                 "--model",
                 UPSTREAM_MODEL,
                 "--measure",
-                str(Path(__file__).resolve()),
+                str(SCRIPT),
             ],
         )
         server.wait_ready()

@@ -139,19 +139,13 @@ class ServeProcess:
         self._log.close()
 
 
-_SCRIPT: Final = Path(__file__).resolve().with_name("serve.py")
+SCRIPT: Final = Path(__file__).resolve().with_name("serve.py")  # the benchmark itself
 
 
 def worker_process(mode: str, *extra: str) -> subprocess.Popen[bytes]:
     """bench/serve.py in worker mode (``--worker MODE``), talking JSON lines on stdin / stdout."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve().with_name("serve.py")),
-            "--worker",
-            mode,
-            *extra,
-        ],
+        [sys.executable, str(SCRIPT), "--worker", mode, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
