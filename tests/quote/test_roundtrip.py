@@ -22,21 +22,22 @@ from cllm.quote import (
     QuoteHeader,
     QuoteSignatureData,
     TdReport,
-    encode_certification_data,
     encode_enclave_report,
-    encode_header,
     encode_quote,
     encode_sgx_extension,
-    encode_signature_data,
     encode_signed_data,
-    encode_td_report,
-    parse_enclave_report,
     parse_pck_chain,
     parse_quote,
-    parse_sgx_extension,
 )
 from cllm.quote import layout as L
-from cllm.quote._pck import SGX_EXTENSIONS_OID
+from cllm.quote._encode import (
+    encode_certification_data,
+    encode_header,
+    encode_signature_data,
+    encode_td_report,
+)
+from cllm.quote._parse import parse_enclave_report
+from cllm.quote._pck import SGX_EXTENSIONS_OID, parse_sgx_extension
 from fuzzing import budget
 from vectors import cases_doc, params, read
 

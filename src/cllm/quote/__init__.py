@@ -2,15 +2,7 @@
 signature data, QE report, certification data and the PCK certificate's SGX extension."""
 
 from cllm.quote import _layout as layout
-from cllm.quote._encode import (
-    encode_certification_data,
-    encode_enclave_report,
-    encode_header,
-    encode_quote,
-    encode_signature_data,
-    encode_signed_data,
-    encode_td_report,
-)
+from cllm.quote._encode import encode_enclave_report, encode_quote, encode_signed_data
 from cllm.quote._model import (
     CertificationData,
     EnclaveReport,
@@ -19,13 +11,12 @@ from cllm.quote._model import (
     QuoteSignatureData,
     TdReport,
 )
-from cllm.quote._parse import parse_enclave_report, parse_quote
+from cllm.quote._parse import parse_quote
 from cllm.quote._pck import (
     PckExtensions,
     encode_sgx_extension,
     parse_pck_chain,
     parse_pck_extensions,
-    parse_sgx_extension,
 )
 
 __all__ = [
@@ -36,18 +27,12 @@ __all__ = [
     "QuoteHeader",
     "QuoteSignatureData",
     "TdReport",
-    "encode_certification_data",
     "encode_enclave_report",
-    "encode_header",
     "encode_quote",
     "encode_sgx_extension",
-    "encode_signature_data",
     "encode_signed_data",
-    "encode_td_report",
     "layout",
-    "parse_enclave_report",
     "parse_pck_chain",
     "parse_pck_extensions",
     "parse_quote",
-    "parse_sgx_extension",
 ]
