@@ -8,7 +8,8 @@ encoders write exactly Intel's layout, not merely something our parser accepts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import pytest
 import samples
@@ -38,6 +39,7 @@ from cllm.quote._encode import (
 )
 from cllm.quote._parse import parse_enclave_report
 from cllm.quote._pck import SGX_EXTENSIONS_OID, parse_sgx_extension
+from cllm.tee import SimulatedDcap
 from fuzzing import budget
 from vectors import cases_doc, params, read
 
@@ -295,6 +297,24 @@ def _with_pck_chain() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("entry", params(_with_pck_chain()))
 def test_corpus_sgx_extension_re_encodes_byte_for_byte(entry: dict[str, Any]) -> None:
     quote = parse_quote(read(entry["quote"]))
+    leaf = parse_pck_chain(quote.signature_data.certification)[0]
+    der = bytes(leaf.extensions.get_extension_for_oid(SGX_EXTENSIONS_OID).value.public_bytes())
+    assert encode_sgx_extension(parse_sgx_extension(der)) == der
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_simulated_quotes_re_encode_byte_for_byte(version: Literal[4, 5]) -> None:
+    # The simulated DCAP world writes its quotes and PCK extension with these encoders; what it
+    # signs is exactly what the parser hands the verifier.
+    sim = SimulatedDcap(
+        b"roundtrip",
+        not_before=datetime(2025, 1, 1, tzinfo=UTC),
+        not_after=datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    raw = sim.quote(report_data=bytes(range(64)), version=version)
+    quote = parse_quote(raw)
+    assert encode_quote(quote.header, quote.body, quote.signature_data) == raw
+    assert quote.td_report.is_td_report_15 == (version == 5)
     leaf = parse_pck_chain(quote.signature_data.certification)[0]
     der = bytes(leaf.extensions.get_extension_for_oid(SGX_EXTENSIONS_OID).value.public_bytes())
     assert encode_sgx_extension(parse_sgx_extension(der)) == der
