@@ -37,8 +37,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cllm.measure import CHUNK_SIZE, HashRequest, hash_file, hash_files
-from cllm.measure._hashing import default_workers
+from cllm.measure import hash_file, hash_files
+from cllm.measure._hashing import CHUNK_SIZE, HashRequest, default_workers
 
 MB = 1_000_000
 GB = 1_000_000_000

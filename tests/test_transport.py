@@ -1,4 +1,4 @@
-"""cllm._transport: the connection limits both services run under, tried as a slowloris
+"""cllm._internal.transport: the connection limits both services run under, tried as a slowloris
 attacker would, against a real uvicorn server (in a thread of this process, on loopback).
 The services themselves are tried in tests/server/test_serve_transport.py and
 tests/verifier/test_verifier_transport.py."""
@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
-from cllm._transport import (
+from cllm._internal.transport import (
     MAX_HEAD_BYTES,
     RESERVED_DESCRIPTORS,
     ConcurrencyLimit,

@@ -43,7 +43,7 @@ from cllm.merkle import (
 )
 from cllm.quote import Quote, parse_quote
 from cllm.quote import layout as quote_layout
-from cllm.tee._backend import TeeBackend
+from cllm.tee import TeeBackend
 from cllm.verify import Collateral, Step
 
 __all__ = [

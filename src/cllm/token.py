@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ec import (
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm
 
+from cllm._internal.files import ensure_dir, publish_file
 from cllm.errors import CllmError, VerificationError
-from cllm.tee._state import ensure_dir, publish_file
 
 __all__ = [
     "ALGORITHM",

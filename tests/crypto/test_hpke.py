@@ -15,21 +15,18 @@ from hypothesis import strategies as st
 from cllm.crypto import (
     ENC_HEADER,
     ENCRYPTION_HEADER,
-    FINAL_FLAG,
-    MAX_RECORD_SIZE,
     REQUEST_CONTENT_TYPE,
-    RESPONSE_NONCE_SIZE,
-    TAG_SIZE,
     HpkeKeyPair,
     ResponseOpener,
     ResponseSealer,
     SealedRequest,
     decode_enc_header,
-    encode_enc_header,
     open_request,
     request_aad,
     seal_request,
 )
+from cllm.crypto._chunks import FINAL_FLAG, MAX_RECORD_SIZE, RESPONSE_NONCE_SIZE, TAG_SIZE
+from cllm.crypto._hpke import encode_enc_header
 from cllm.errors import CryptoError
 from fuzzing import budget
 

@@ -15,18 +15,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.crypto import (
-    SIGNATURE_CONTEXT,
     SIGNATURE_MARKER,
-    SIGNATURE_MEMBER,
     AnswerSigner,
     HpkeKeyPair,
     SigningKey,
     open_request,
     request_aad,
     seal_request,
+    verify_answer,
+)
+from cllm.crypto._signing import (
+    SIGNATURE_CONTEXT,
+    SIGNATURE_MEMBER,
     signature_member,
     signed_message,
-    verify_answer,
 )
 from cllm.errors import CryptoError
 from fuzzing import budget

@@ -18,22 +18,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cllm.crypto import (
-    AEAD_ID,
-    FINAL_FLAG,
-    HPKE_INFO,
-    KDF_ID,
-    KEM_ID,
     HpkeKeyPair,
     ResponseOpener,
     SigningKey,
     _hpke,
     _vectors,
     decode_enc_header,
-    derive_response_key,
     open_request,
     request_aad,
     verify_answer,
 )
+from cllm.crypto._chunks import FINAL_FLAG, derive_response_key
+from cllm.crypto._hpke import AEAD_ID, HPKE_INFO, KDF_ID, KEM_ID
 from cllm.errors import CryptoError
 
 VECTORS_FILE = Path(__file__).with_name("vectors.json")

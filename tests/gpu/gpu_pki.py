@@ -17,15 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from cllm.gpu import (
-    GoldenMeasurement,
-    GpuTrustRoots,
-    MeasurementBlock,
-    OpaqueField,
-    build_report,
-    build_rim,
-    encode_opaque,
-)
+from cllm.gpu import GoldenMeasurement, GpuTrustRoots, MeasurementBlock, build_report, build_rim
+from cllm.gpu._report import OpaqueField, encode_opaque
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 NOW = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp())

@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 
 from cllm.errors import GpuEvidenceFormatError
-from cllm.gpu import (
-    MeasurementBlock,
-    OpaqueField,
-    build_report,
-    encode_opaque,
-    encode_report,
-    parse_report,
-)
-from cllm.gpu._report import parse_opaque
+from cllm.gpu import MeasurementBlock, build_report, parse_report
+from cllm.gpu._report import OpaqueField, encode_opaque, encode_report, parse_opaque
 from gpu_vectors import doc, params, read
 
 PARSE_CODES = {

@@ -14,18 +14,20 @@ from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
 from cllm.measure import (
-    CC_TYPE_TDX,
     EV_NO_ACTION,
-    TPM_ALG_SHA384,
     Rtmrs,
     TcgEvent,
-    TcgEventLog,
     _ccel,
     build_ccel,
-    parse_ccel,
-    parse_ccel_table,
     parse_tcg_event_log,
     replay_ccel,
+)
+from cllm.measure._ccel import (
+    CC_TYPE_TDX,
+    TPM_ALG_SHA384,
+    TcgEventLog,
+    parse_ccel,
+    parse_ccel_table,
 )
 from fuzzing import budget
 

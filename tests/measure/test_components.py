@@ -19,7 +19,8 @@ import rfc8785
 from cllm.errors import MeasurementError
 from cllm.measure import (
     OllamaModel,
-    _components,
+    _files,
+    _startup,
     drop_secrets,
     measure_config,
     measure_directory,
@@ -634,7 +635,7 @@ def test_startup_upstream_ollama(tmp_path: Path) -> None:
 
 
 def test_import_origin_must_be_measured(tmp_path: Path) -> None:
-    plan = _components._plan_file(tmp_path / "x", name="x")
+    plan = _files._plan_file(tmp_path / "x", name="x")
     with pytest.raises(MeasurementError) as caught:
-        _components._covers_import(plan, "json")
+        _startup._covers_import(plan, "json")
     assert caught.value.code == "package_not_measured"

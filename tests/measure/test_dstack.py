@@ -14,14 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
-from cllm.measure import (
+from cllm.measure import Rtmrs, _dstack, parse_dstack_event_log, replay_dstack
+from cllm.measure._dstack import (
     DSTACK_RUNTIME_EVENT_TYPE,
     DstackEvent,
-    Rtmrs,
-    _dstack,
     check_runtime_event,
-    parse_dstack_event_log,
-    replay_dstack,
     runtime_event_digest,
 )
 from fuzzing import budget

@@ -12,13 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.errors import EventLogError
-from cllm.measure import (
-    MAX_EVENTS,
-    MAX_LOG_TEXT,
-    Event,
-    parse_event_log,
-    replay,
-)
+from cllm.measure import Event, parse_event_log, replay
+from cllm.measure._event import MAX_EVENTS, MAX_LOG_TEXT
 
 DIGEST = bytes(range(48))
 HEX = DIGEST.hex()

@@ -13,14 +13,14 @@ import pytest
 
 from cllm.measure import (
     EV_NO_ACTION,
-    DstackEvent,
     Rtmrs,
     build_ccel,
-    parse_ccel,
     parse_dstack_event_log,
     parse_tcg_event_log,
     replay_dstack,
 )
+from cllm.measure._ccel import parse_ccel
+from cllm.measure._dstack import DstackEvent
 from vectors import params, require_vectors, vectors_dir
 
 RTMRS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3")

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from cllm.errors import MeasurementError
-from cllm.measure import CHUNK_SIZE, HashRequest, ProgressDisplay, _hashing, hash_file, hash_files
+from cllm.measure import _hashing, hash_file, hash_files
+from cllm.measure._hashing import CHUNK_SIZE, HashRequest, ProgressDisplay
 
 SMALL_CHUNK = 1024
 

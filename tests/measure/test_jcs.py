@@ -8,7 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cllm.measure._jcs import canonical_json
+from cllm._internal.jcs import canonical_json
 
 # All of Unicode except lone surrogates (rejected before encoding), so keys and strings include
 # characters outside the BMP, where UTF-16 order and code point order disagree.

@@ -15,13 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cllm.errors import QuoteFormatError
-from cllm.quote import (
-    Quote,
-    parse_pck_chain,
-    parse_pck_extensions,
-    parse_quote,
-    parse_sgx_extension,
-)
+from cllm.quote import Quote, parse_pck_chain, parse_pck_extensions, parse_quote
+from cllm.quote._pck import parse_sgx_extension
 from fuzzing import budget
 from vectors import cases, vectors_dir
 

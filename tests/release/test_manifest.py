@@ -14,13 +14,13 @@ from cllm.cli import main
 from cllm.errors import ReleaseError
 from cllm.measure import Event, start_marker
 from cllm.release import (
-    MAX_MANIFEST_BYTES,
     PublisherKey,
     create_release,
     generate_publisher_key,
     load_private_key,
     parse_release,
 )
+from cllm.release._manifest import MAX_MANIFEST_BYTES
 
 CREATED = 1_790_000_000
 MRTD = "ab" * 48

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cllm._internal.jcs import canonical_json
 from cllm.errors import GpuError
 from cllm.evidence import check_evidence, parse_evidence
 from cllm.gpu import (
@@ -31,7 +32,6 @@ from cllm.gpu import (
 from cllm.gpu._chain import GpuArch
 from cllm.gpu._nvml import NvmlBackend
 from cllm.measure import replay
-from cllm.measure._jcs import canonical_json
 from cllm.server import ServeSettings, build_runtime, create_app
 from cllm.server._gpu import GpuGate, evidence_digest, gpu_boot_gate
 from fake_pynvml import FakeNvml

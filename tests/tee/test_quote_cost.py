@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from cllm.errors import TeeError
-from cllm.tee import (
-    QUOTE_COST_PRESETS,
-    QuoteCost,
-    SimulatedTdBackend,
-    load_simulated_world,
-    select_backend,
-)
+from cllm.tee import SimulatedTdBackend, load_simulated_world, select_backend
+from cllm.tee._quote_cost import QUOTE_COST_PRESETS, QuoteCost
 
 
 def test_presets_match_the_measured_paths() -> None:

@@ -21,29 +21,25 @@ from cllm.quote import (
     QuoteHeader,
     TdReport,
     encode_enclave_report,
-    encode_header,
-    encode_td_report,
     layout,
-    parse_enclave_report,
     parse_pck_extensions,
     parse_quote,
 )
 from cllm.quote import _parse as quote_parse
-from cllm.tee import (
+from cllm.quote._encode import encode_header, encode_td_report
+from cllm.quote._parse import parse_enclave_report
+from cllm.tee import SIMULATED_QE_VENDOR_ID, SIMULATED_ROOT_CA_NAME, SimulatedDcap
+from cllm.tee._sim_dcap import (
     DEFAULT_TCB_LEVELS,
-    SIMULATED_QE_VENDOR_ID,
-    SIMULATED_ROOT_CA_NAME,
     CollateralParams,
     IsvSvnLevel,
-    SimulatedDcap,
     SimulatedPlatform,
     SimulatedQe,
     SimulatedTd,
     TdxModuleIdentityParams,
+    _deterministic_ecdsa,
 )
-from cllm.tee._sim_dcap import _deterministic_ecdsa
 from cllm.verify import (
-    INTEL_SGX_ROOT_CA_SHA256,
     Collateral,
     QuoteVerifier,
     TcbStatus,
@@ -52,6 +48,7 @@ from cllm.verify import (
     VerificationResult,
     intel_root,
 )
+from cllm.verify._roots import INTEL_SGX_ROOT_CA_SHA256
 from vectors import require_vectors
 
 NOT_BEFORE = datetime(2025, 1, 1, tzinfo=UTC)

@@ -20,14 +20,8 @@ from cllm.errors import PolicyError
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
 from cllm.policy import parse_policy
-from cllm.tee import (
-    DEFAULT_TCB_LEVELS,
-    CollateralParams,
-    PlatformTcbLevel,
-    SimulatedTdBackend,
-    load_simulated_world,
-    rtmr3_extender,
-)
+from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee._sim_dcap import DEFAULT_TCB_LEVELS, CollateralParams, PlatformTcbLevel
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
 from cllm.verify import Collateral, TcbStatus, VerificationResult

@@ -20,8 +20,8 @@ from cllm.verify import (
     default_collateral_url,
     intel_root,
     load_collateral,
-    read_qcnl_pccs_url,
 )
+from cllm.verify._pcs import read_qcnl_pccs_url
 from pcs_fake import FakePcs
 from vectors import case, read, require_vectors
 

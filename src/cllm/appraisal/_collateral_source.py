@@ -25,9 +25,9 @@ from cllm.verify import (
     collateral_key,
     collateral_key_of,
     load_collateral,
+    parse_crl,
     parse_tcb_info,
 )
-from cllm.verify._pki import parse_crl
 
 __all__ = ["CollateralSource"]
 

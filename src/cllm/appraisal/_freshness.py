@@ -26,8 +26,7 @@ from cryptography import x509
 
 from cllm.errors import X509_DECODE_ERRORS
 from cllm.policy import Policy, Reason
-from cllm.verify import Collateral, VerificationResult, parse_qe_identity, parse_tcb_info
-from cllm.verify._pki import parse_crl
+from cllm.verify import Collateral, VerificationResult, parse_crl, parse_qe_identity, parse_tcb_info
 
 __all__ = ["collateral_findings", "freshest"]
 

@@ -111,8 +111,7 @@ def _ocsp_policy(args: argparse.Namespace, client: httpx.Client) -> OcspPolicy:
 
 
 def _rim_sources(args: argparse.Namespace, client: httpx.Client) -> RimSources | None:
-    from cllm.gpu import RimDirectory, RimFiles, RimService, RimSources
-    from cllm.gpu._sources import RimSource
+    from cllm.gpu import RimDirectory, RimFiles, RimService, RimSource, RimSources
 
     sources: list[RimSource] = []
     if args.rim:

@@ -41,7 +41,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def exposure_warning(host: str) -> str | None:
     """What to say, loudly, when the proxy would listen beyond this machine."""
-    from cllm.client._pin import is_loopback_host
+    from cllm._internal.net import is_loopback_host
 
     if is_loopback_host(host):
         return None
@@ -62,7 +62,7 @@ def _cmd_proxy(args: argparse.Namespace, console: Console) -> int:
     from cllm.cli._client import _verifier
     from cllm.client import AttestedSession
     from cllm.proxy import ProxySettings, create_proxy_app
-    from cllm.server._startup import static_dir
+    from cllm.server import static_dir
 
     err = Console(stderr=True)
     try:

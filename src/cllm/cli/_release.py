@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cllm import __version__
+from cllm._internal.files import publish_file
 from cllm.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -28,7 +29,6 @@ from cllm.release import (
     load_publisher_key,
     parse_release,
 )
-from cllm.tee._state import publish_file
 
 __all__ = ["register"]
 

@@ -33,7 +33,7 @@ def _api_key(value: str | None) -> SecretStr | None:
 
 
 def _allowed_host(text: str) -> str:
-    from cllm.server._guard import normalise_host
+    from cllm._internal.net import normalise_host
 
     if normalise_host(text) is None:
         raise argparse.ArgumentTypeError(f"not a host name or IP address: {text!r}")
@@ -87,12 +87,19 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         return report_error(exc, as_json=False, console=console)
     from pydantic import ValidationError
 
-    from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
-    from cllm.server import ServeSettings, build_runtime, create_app
-    from cllm.server._guard import error_body
-    from cllm.server._scope import measured_code_trees, require_unreadable_bytecode
-    from cllm.server._startup import measured_settings, static_dir
-    from cllm.server._tls import InMemoryTls, self_signed_tls
+    from cllm._internal.transport import effective_limits, raise_nofile_limit, run_guarded
+    from cllm.server import (
+        InMemoryTls,
+        ServeSettings,
+        build_runtime,
+        create_app,
+        error_body,
+        measured_code_trees,
+        measured_settings,
+        require_unreadable_bytecode,
+        self_signed_tls,
+        static_dir,
+    )
 
     tls: InMemoryTls | None = None
     try:
@@ -133,7 +140,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         bytecode = require_unreadable_bytecode(measured_code_trees(settings.engine))
         argv = ["cllm", *(arg for arg in sys.argv[1:] if arg != "--print-config")]
         if args.print_config:
-            from cllm.server._gpu import effective_gpu_settings
+            from cllm.server import effective_gpu_settings
 
             # The GPU mode a start would settle on, so the printed configuration is the one
             # a start measures (make run signs a release of it).

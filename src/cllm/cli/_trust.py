@@ -83,7 +83,7 @@ def _fetch_pin(verifier: str, console: Console) -> str:
     printed so that the user can compare it with what the verifier's operator publishes)."""
     import httpx
 
-    from cllm.client._pin import jwks_thumbprints
+    from cllm.client import jwks_thumbprints
 
     try:
         response = httpx.get(f"{verifier}/.well-known/jwks.json", timeout=30)

@@ -23,7 +23,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
         return report_error(exc, as_json=False, console=console)
     from pydantic import ValidationError
 
-    from cllm._transport import effective_limits, raise_nofile_limit, run_guarded
+    from cllm._internal.transport import effective_limits, raise_nofile_limit, run_guarded
     from cllm.verifier import VerifierSettings, create_app, load_state
 
     try:

@@ -10,7 +10,7 @@ and check every answer's signature.
 from cllm.client._channel import Answer, AnswerStream, PinnedKeys, apost, post, prepare
 from cllm.client._client import AsyncClient, ChatCompletion, ChatCompletionChunk, Client, Usage
 from cllm.client._gpus import GpuEntry, GpuError, GpuMeasurements, GpuStatus
-from cllm.client._pin import check_verifier_url, parse_verifier_key
+from cllm.client._pin import check_verifier_url, jwks_thumbprints, parse_verifier_key
 from cllm.client._transport import (
     AsyncAttestedTransport,
     AttestedSession,
@@ -62,6 +62,7 @@ __all__ = [
     "attest",
     "check_verifier_url",
     "default_trust_path",
+    "jwks_thumbprints",
     "normalise_server_url",
     "openai_async_http_client",
     "openai_http_client",

@@ -8,7 +8,6 @@ the key: a PEM public key, or a JWK, inline or in a file.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from cllm._internal.net import is_loopback_host
 from cllm.errors import CllmError
 from cllm.token import jwk_thumbprint
 
@@ -32,18 +32,6 @@ __all__ = [
 
 _THUMBPRINT: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_KEY_TEXT: Final = 64 * 1024
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1): traffic to them
-    never leaves this machine. Any other name could resolve anywhere."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_verifier_url(url: str) -> str:

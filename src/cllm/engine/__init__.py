@@ -1,7 +1,7 @@
 """Inference engines behind ``cllm serve``: embedded llama.cpp (default), or an upstream Ollama
 or OpenAI-compatible server."""
 
-from cllm.engine._llama import DEFAULT_MODEL_FILE, LlamaCppEngine, default_model_path
+from cllm.engine._llama import LlamaCppEngine, default_model_path
 from cllm.engine._types import (
     ChatMessage,
     ChatRequest,
@@ -24,7 +24,6 @@ from cllm.engine._types import (
 from cllm.engine._upstream import OllamaEngine, OpenAIEngine
 
 __all__ = [
-    "DEFAULT_MODEL_FILE",
     "ChatMessage",
     "ChatRequest",
     "Engine",

@@ -24,15 +24,7 @@ from cllm.gpu._pipeline import (
     vbios_rim_id,
     verify_gpu_evidence,
 )
-from cllm.gpu._report import (
-    GpuReport,
-    MeasurementBlock,
-    OpaqueField,
-    build_report,
-    encode_opaque,
-    encode_report,
-    parse_report,
-)
+from cllm.gpu._report import GpuReport, MeasurementBlock, build_report, parse_report
 from cllm.gpu._result import GpuClaims, GpuVerification
 from cllm.gpu._rim import GoldenMeasurement, Rim, RimKind, build_rim
 from cllm.gpu._roots import GpuTrustRoots, nvidia_roots
@@ -48,21 +40,13 @@ from cllm.gpu._simulated import (
     simulated_roots_from_pem,
     simulated_trust_roots,
 )
-from cllm.gpu._sources import (
-    NVIDIA_RIM_SERVICE_URL,
-    RimDirectory,
-    RimFiles,
-    RimService,
-    RimSource,
-    RimSources,
-)
+from cllm.gpu._sources import RimDirectory, RimFiles, RimService, RimSource, RimSources
 
 __all__ = [
     "GPU_EVIDENCE_VERSION",
     "GPU_NONCE_DOMAIN",
     "NO_RIMS",
     "NVIDIA_OCSP_URL",
-    "NVIDIA_RIM_SERVICE_URL",
     "GoldenMeasurement",
     "GpuArch",
     "GpuBackend",
@@ -84,7 +68,6 @@ __all__ = [
     "OcspMode",
     "OcspPolicy",
     "OcspSource",
-    "OpaqueField",
     "Rim",
     "RimDirectory",
     "RimFiles",
@@ -97,8 +80,6 @@ __all__ = [
     "build_report",
     "build_rim",
     "driver_rim_id",
-    "encode_opaque",
-    "encode_report",
     "gpu_document_digest",
     "gpu_nonce",
     "load_simulated_gpu",

@@ -393,7 +393,7 @@ def simulated_roots_from_pem(pem: bytes) -> GpuTrustRoots:
 
 def load_simulated_gpu(state_dir: Path, *, clock: Callable[[], float]) -> SimulatedGpuBackend:
     """The simulated GPU of ``state_dir``, created on first use (first writer wins)."""
-    from cllm.tee._state import publish_file  # the TD simulation's atomic 0600 writer
+    from cllm._internal.files import publish_file  # the TD simulation's atomic 0600 writer
 
     path = state_dir / SIMULATED_GPU_FILE
     if not path.exists():

@@ -42,10 +42,18 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, NoReturn, TypeAlias
+from typing import Any, Final, NoReturn
 
+from cllm._internal.frozen_json import (
+    MAX_DEPTH,
+    FrozenJson,
+    JsonValue,
+    check_unicode,
+    freeze_json,
+    thaw_json,
+)
+from cllm._internal.jcs import canonical_json
 from cllm.errors import EventLogError
-from cllm.measure._jcs import canonical_json
 from cllm.measure._rtmr import RTMR_COUNT, RTMR_SIZE, ZERO_RTMR, extend
 
 __all__ = [
@@ -66,19 +74,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-JsonValue: TypeAlias = "str | int | bool | list[JsonValue] | dict[str, JsonValue]"
-"""A value an event may hold, in its plain (mutable) JSON form."""
-
-FrozenJson: TypeAlias = "str | int | bool | tuple[FrozenJson, ...] | Mapping[str, FrozenJson]"
-"""The same value kept immutable: lists as tuples, objects as read-only mappings."""
-
 EVENT_TYPE_PREFIX: Final = "cllm."
-MAX_DEPTH: Final = 32  # the event object itself is depth 1
 MAX_EVENT_BYTES: Final = 64 * 1024  # canonical encoding of one event
 MAX_EVENTS: Final = 10_000  # the evidence document allows as many
 MAX_LOG_TEXT: Final = 16 * 1024 * 1024
 MAX_NAME: Final = 256
-_INT_LIMIT: Final = 2**53 - 1  # JCS writes numbers as IEEE-754 doubles: exact up to here
 
 _KEYS: Final = frozenset({"rtmr", "type", "name", "digest", "details"})
 _KIND = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -87,58 +87,6 @@ _HEX384 = re.compile(r"[0-9a-f]{96}")
 
 def _fail(message: str, code: str) -> NoReturn:
     raise EventLogError(message, code=code)
-
-
-def _check_str(value: str, where: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        _fail(f"{where}: string is not valid Unicode (lone surrogate)", "event_bad_string")
-
-
-def freeze_json(value: object, *, where: str = "details", depth: int = 1) -> FrozenJson:
-    """Validate a JSON value of the allowed types and return an immutable copy.
-
-    ``depth`` is the nesting level of ``value`` itself; the limit is ``MAX_DEPTH``. Raises
-    ``EventLogError`` (never ``TypeError``) for anything outside the allowed types.
-    """
-    if depth > MAX_DEPTH:
-        _fail(f"{where}: nesting deeper than {MAX_DEPTH}", "event_too_deep")
-    # bool before int: bool is an int subclass, and both are allowed as themselves.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not -_INT_LIMIT <= value <= _INT_LIMIT:
-            _fail(f"{where}: integer outside +-(2**53 - 1)", "event_int_range")
-        return int(value)  # drop int subclasses (IntEnum) so equality and JCS agree
-    if isinstance(value, str):
-        _check_str(value, where)
-        return str(value)
-    if isinstance(value, float):
-        _fail(f"{where}: floats are not allowed in events", "event_float")
-    if isinstance(value, list | tuple):
-        return tuple(
-            freeze_json(item, where=f"{where}[{index}]", depth=depth + 1)
-            for index, item in enumerate(value)
-        )
-    if isinstance(value, Mapping):
-        frozen: dict[str, FrozenJson] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                _fail(f"{where}: object keys must be strings", "event_bad_value")
-            _check_str(key, f"{where} key")
-            frozen[str(key)] = freeze_json(item, where=f"{where}.{key}", depth=depth + 1)
-        return MappingProxyType(frozen)
-    _fail(f"{where}: {type(value).__name__} is not an allowed event value", "event_bad_value")
-
-
-def thaw_json(value: FrozenJson) -> JsonValue:
-    """The plain JSON form (dicts and lists) of a frozen value."""
-    if isinstance(value, tuple):
-        return [thaw_json(item) for item in value]
-    if isinstance(value, Mapping):
-        return {key: thaw_json(item) for key, item in value.items()}
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +117,7 @@ class Event:
             _fail(f"type {self.type[:80]!r} is not cllm.<kind>", "event_bad_type")
         if not isinstance(self.name, str):
             _fail("name must be a string", "event_bad_value")
-        _check_str(self.name, "name")
+        check_unicode(self.name, "name")
         if not 0 < len(self.name) <= MAX_NAME:
             _fail(f"name must be 1..{MAX_NAME} characters", "event_bad_name")
         if not isinstance(self.digest, bytes) or len(self.digest) != RTMR_SIZE:

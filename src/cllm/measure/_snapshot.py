@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Final
 
 from cllm.errors import MeasurementError
-from cllm.measure._components import PathArg, _absolute, _event, _manifest_digest, _walk
 from cllm.measure._event import Event
+from cllm.measure._files import _walk
 from cllm.measure._hashing import CHUNK_SIZE
+from cllm.measure._plan import PathArg, _absolute, _event, _manifest_digest
 
 __all__ = ["DirectorySnapshot", "MemfdFile", "snapshot_directory", "snapshot_file_to_memfd"]
 

@@ -15,8 +15,8 @@ from typing import Final
 
 import rfc8785
 
-from cllm.measure._components import MEASURED_RTMR
 from cllm.measure._event import Event, freeze_json
+from cllm.measure._plan import MEASURED_RTMR
 
 __all__ = ["START_EVENT_TYPE", "count_starts", "start_marker"]
 

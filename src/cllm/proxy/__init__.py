@@ -3,6 +3,10 @@ with the user's verifier and policy, seals every request to the attested key, ch
 answer's signature, and offers the OpenAI and Ollama APIs (and the web UI from the user's own
 installed package) on this machine, so that any client works unchanged."""
 
-from cllm.proxy._app import UI_CSP, Gateway, ProxySettings, create_proxy_app
+from cllm.proxy._app import Gateway, ProxySettings, create_proxy_app
 
-__all__ = ["UI_CSP", "Gateway", "ProxySettings", "create_proxy_app"]
+__all__ = [
+    "Gateway",
+    "ProxySettings",
+    "create_proxy_app",
+]

@@ -37,8 +37,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cllm import __version__
+from cllm._internal.net import is_loopback_host
 from cllm.client import AsyncAttestedTransport, AttestedSession, Verification
-from cllm.client._pin import is_loopback_host
 from cllm.errors import AttestationError, CllmError, CryptoError
 from cllm.proxy._errors import error_record, error_response
 

@@ -1,4 +1,8 @@
-"""Minimal DER reader for the PCK certificate's SGX extension (single-byte tags only)."""
+"""Minimal DER reader and writer for the PCK certificate's SGX extension (single-byte tags only).
+
+The writer is the reader's inverse for what the extension uses: definite minimal lengths,
+minimal two's-complement INTEGERs, OIDs in base 128.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,15 @@ from typing import Final
 
 from cllm.errors import QuoteFormatError
 
-__all__ = ["Tlv", "decode_oid", "read_all"]
+__all__ = [
+    "Tlv",
+    "decode_oid",
+    "encode_integer",
+    "encode_oid",
+    "encode_sequence",
+    "encode_tlv",
+    "read_all",
+]
 
 TAG_BOOLEAN: Final = 0x01
 TAG_INTEGER: Final = 0x02
@@ -66,3 +78,36 @@ def decode_oid(tlv: Tlv) -> str:
             acc = 0
     first = min(arcs[0] // 40, 2)
     return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def encode_tlv(tag: int, value: bytes) -> bytes:
+    """One TLV with a definite, minimal length (the inverse of ``read_all`` for one item)."""
+    size = len(value)
+    if size < 0x80:
+        return bytes((tag, size)) + value
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(raw))) + raw + value
+
+
+def encode_integer(value: int, tag: int = TAG_INTEGER) -> bytes:
+    if value < 0:
+        raise ValueError("only non-negative INTEGERs are needed here")
+    # Minimal two's complement: a leading zero byte exactly when the top bit would be set.
+    return encode_tlv(tag, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def encode_oid(dotted: str) -> bytes:
+    first, second, *rest = (int(arc) for arc in dotted.split("."))
+    body = bytearray()
+    for arc in (40 * first + second, *rest):
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body += bytes(reversed(chunk))
+    return encode_tlv(TAG_OID, bytes(body))
+
+
+def encode_sequence(*items: bytes) -> bytes:
+    return encode_tlv(TAG_SEQUENCE, b"".join(items))

@@ -1,4 +1,5 @@
-"""PCK certificate chain (certification data type 5) and the PCK certificate's SGX extension.
+"""PCK certificate chain (certification data type 5) and the PCK certificate's SGX extension:
+its parser and, beside it, its encoder (``encode_sgx_extension``, the parser's inverse).
 
 Extension OIDs: Intel SGX PCK Certificate and CRL Profile, section "Intel SGX Extensions"
 (1.2.840.113741.1.13.1.*).
@@ -16,7 +17,13 @@ from cllm.quote import _der
 from cllm.quote import _layout as L
 from cllm.quote._model import CertificationData
 
-__all__ = ["PckExtensions", "parse_pck_chain", "parse_pck_extensions", "parse_sgx_extension"]
+__all__ = [
+    "PckExtensions",
+    "encode_sgx_extension",
+    "parse_pck_chain",
+    "parse_pck_extensions",
+    "parse_sgx_extension",
+]
 
 SGX_EXTENSIONS_OID: Final = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _OID_PPID: Final = "1.2.840.113741.1.13.1.1"
@@ -171,3 +178,55 @@ def parse_sgx_extension(der: bytes) -> PckExtensions:
         cached_keys=flags.get("cached_keys"),
         smt_enabled=flags.get("smt_enabled"),
     )
+
+
+# -- the encoder ---------------------------------------------------------------------------
+
+
+def _entry(oid: str, value: bytes) -> bytes:
+    return _der.encode_sequence(_der.encode_oid(oid), value)
+
+
+def _octet_string(value: bytes, size: int, what: str) -> bytes:
+    if len(value) != size:
+        raise ValueError(f"{what} must be {size} bytes, got {len(value)}")
+    return _der.encode_tlv(_der.TAG_OCTET_STRING, value)
+
+
+def encode_sgx_extension(ext: PckExtensions) -> bytes:
+    """The DER value of the SGX extension, laid out as Intel's PCK certificates have it.
+
+    Entries come in OID order; the platform instance ID only when set, the configuration
+    sequence only with the flags that are set (processor-CA certificates carry neither).
+    """
+    if len(ext.tcb_components) != 16:
+        raise ValueError("tcb_components must list 16 SVNs")
+    tcb = [
+        _entry(f"{_TCB_COMP_PREFIX}{arc}", _der.encode_integer(svn))
+        for arc, svn in enumerate(ext.tcb_components, start=1)
+    ]
+    tcb.append(_entry(f"{_TCB_COMP_PREFIX}{_PCESVN_ARC}", _der.encode_integer(ext.pce_svn)))
+    tcb.append(_entry(f"{_TCB_COMP_PREFIX}{_CPUSVN_ARC}", _octet_string(ext.cpu_svn, 16, "CPUSVN")))
+    entries = [
+        _entry(_OID_PPID, _octet_string(ext.ppid, 16, "PPID")),
+        _entry(_OID_TCB, _der.encode_sequence(*tcb)),
+        _entry(_OID_PCE_ID, _octet_string(ext.pce_id, 2, "PCE-ID")),
+        _entry(_OID_FMSPC, _octet_string(ext.fmspc, 6, "FMSPC")),
+        _entry(_OID_SGX_TYPE, _der.encode_integer(ext.sgx_type, _der.TAG_ENUMERATED)),
+    ]
+    if ext.platform_instance_id is not None:
+        instance = _octet_string(ext.platform_instance_id, 16, "platform instance ID")
+        entries.append(_entry(_OID_PLATFORM_INSTANCE_ID, instance))
+    flags = {
+        "dynamic_platform": ext.dynamic_platform,
+        "cached_keys": ext.cached_keys,
+        "smt_enabled": ext.smt_enabled,
+    }
+    configuration = [
+        _entry(oid, _der.encode_tlv(_der.TAG_BOOLEAN, b"\xff" if flags[name] else b"\x00"))
+        for oid, name in _CONFIG_FLAGS.items()
+        if flags[name] is not None
+    ]
+    if configuration:
+        entries.append(_entry(_OID_CONFIGURATION, _der.encode_sequence(*configuration)))
+    return _der.encode_sequence(*entries)

@@ -8,8 +8,6 @@ software to it; a verifier checks the signature against the publisher key the *u
 
 from cllm.release._manifest import (
     BOOT_REGISTERS,
-    MANIFEST_FORMAT,
-    MAX_MANIFEST_BYTES,
     PublisherKey,
     Release,
     create_release,
@@ -22,8 +20,6 @@ from cllm.release._manifest import (
 
 __all__ = [
     "BOOT_REGISTERS",
-    "MANIFEST_FORMAT",
-    "MAX_MANIFEST_BYTES",
     "PublisherKey",
     "Release",
     "create_release",

@@ -20,9 +20,14 @@ from typing import Final, Literal
 
 import httpx
 
+from cllm._internal.frozen_json import freeze_json
+from cllm._internal.jcs import canonical_json
 from cllm.errors import GpuError
 from cllm.gpu import (
+    GpuBackend,
     GpuCcState,
+    GpuDevice,
+    GpuEvidence,
     GpuVerifier,
     OcspFetcher,
     OcspMode,
@@ -30,15 +35,12 @@ from cllm.gpu import (
     RimDirectory,
     RimKind,
     RimService,
+    RimSource,
+    SelectedGpuBackend,
+    select_gpu_backend,
     verify_bundle,
 )
-from cllm.gpu._backend import GpuBackend, GpuDevice, GpuEvidence
-from cllm.gpu._select import SelectedGpuBackend, select_gpu_backend
-from cllm.gpu._sources import RimSource
-from cllm.measure import Event
-from cllm.measure._components import MEASURED_RTMR
-from cllm.measure._event import freeze_json
-from cllm.measure._jcs import canonical_json
+from cllm.measure import MEASURED_RTMR, Event
 from cllm.server._settings import ServeSettings
 
 __all__ = ["GPU_EVENT_TYPE", "GpuGate", "evidence_digest", "gpu_boot_gate"]

@@ -16,15 +16,14 @@ Errors come in the API's own shape: Ollama's under ``/api/``, OpenAI's elsewhere
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import re
 from collections.abc import Sequence
 
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cllm._internal.net import normalise_host
 from cllm.crypto import ENCRYPTION_HEADER, REQUEST_CONTENT_TYPE
 
 __all__ = ["RequestGuard", "error_body", "host_allowed", "normalise_host"]
@@ -35,30 +34,6 @@ _JSON = "application/json"
 _SEALED = REQUEST_CONTENT_TYPE
 _ENCRYPTION = ENCRYPTION_HEADER.lower().encode()
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_NAME = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
-
-
-def normalise_host(value: str) -> str | None:
-    """An allowed-host entry or a ``Host`` header's host part, lower case, without port,
-    IPv6 brackets or trailing dot; ``None`` when it is not a host name or an IP address.
-    ``*.example.org`` (entries only) stands for every name under example.org."""
-    text = value.strip().lower()
-    if text.startswith("["):
-        inner, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not re.fullmatch(r":\d{1,5}", rest)):
-            return None
-        text = inner
-    elif text.count(":") == 1:
-        text, _, port = text.partition(":")
-        if not re.fullmatch(r"\d{1,5}", port):
-            return None
-    text = text.removesuffix(".")
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    return text if len(text) <= 253 and _NAME.match(text) else None
 
 
 def host_allowed(host: str, allowed: Sequence[str]) -> bool:

@@ -79,7 +79,7 @@ class ServeSettings(BaseSettings):
     gpu_ocsp: Literal["require", "allow-unknown", "off"] = "require"
     # Connections (docs/server.md, "Connections and timeouts"): seconds for a request head and
     # then for its body, for an idle kept-alive connection; requests running at once; open
-    # connections (None: what RLIMIT_NOFILE leaves, see cllm._transport).
+    # connections (None: what RLIMIT_NOFILE leaves, see cllm._internal.transport).
     header_timeout: float = Field(default=10.0, gt=0, le=300)
     body_timeout: float = Field(default=60.0, gt=0, le=3600)
     idle_timeout: float = Field(default=5.0, gt=0, le=3600)

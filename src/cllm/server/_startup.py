@@ -20,7 +20,7 @@ from cllm.engine import (
     default_model_path,
 )
 from cllm.errors import ServerError
-from cllm.gpu._select import SelectedGpuBackend
+from cllm.gpu import SelectedGpuBackend
 from cllm.measure import (
     Event,
     EventLog,

@@ -33,14 +33,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from cllm.quote import (
+    CertificationData,
     EnclaveReport,
+    PckExtensions,
     QuoteHeader,
+    QuoteSignatureData,
     TdReport,
     encode_enclave_report,
-    encode_header,
-    encode_td_report,
+    encode_quote,
+    encode_sgx_extension,
+    encode_signed_data,
 )
-from cllm.quote import _layout as L
+from cllm.quote import layout as L
 from cllm.verify import (
     SIMULATED_QE_VENDOR_ID,
     SIMULATED_ROOT_CA_NAME,
@@ -265,83 +269,25 @@ def _pem(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(cert.public_bytes(Encoding.PEM) for cert in certs)
 
 
-def _u16(value: int) -> bytes:
-    return value.to_bytes(2, "little")
-
-
-def _u32(value: int) -> bytes:
-    return value.to_bytes(4, "little")
-
-
-def _cert_data(cert_type: int, data: bytes) -> bytes:
-    return _u16(cert_type) + _u32(len(data)) + data
-
-
-# -- a tiny DER encoder for the SGX extension ------------------------------------------------
-
-
-def _der(tag: int, value: bytes) -> bytes:
-    size = len(value)
-    if size < 0x80:
-        return bytes((tag, size)) + value
-    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(raw))) + raw + value
-
-
-def _der_int(value: int, tag: int = 0x02) -> bytes:
-    if value < 0:
-        raise ValueError("only non-negative INTEGERs are needed here")
-    # Minimal two's complement: a leading zero byte exactly when the top bit would be set.
-    return _der(tag, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
-def _der_oid(dotted: str) -> bytes:
-    first, second, *rest = (int(arc) for arc in dotted.split("."))
-    body = bytearray()
-    for arc in (40 * first + second, *rest):
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body += bytes(reversed(chunk))
-    return _der(0x06, bytes(body))
-
-
-def _der_seq(*items: bytes) -> bytes:
-    return _der(0x30, b"".join(items))
-
-
-def _sgx_entry(suffix: str, value: bytes) -> bytes:
-    return _der_seq(_der_oid(f"{_SGX_EXTENSION_OID}.{suffix}"), value)
-
-
 def _sgx_extension(platform: SimulatedPlatform, ppid: bytes) -> bytes:
-    """The PCK certificate's SGX extension, laid out as Intel's PCK certificates have it."""
+    """The PCK certificate's SGX extension for this platform."""
     if len(platform.sgx_tcb_components) != 16:
         raise ValueError("sgx_tcb_components must list 16 SVNs")
-    tcb = [
-        _sgx_entry(f"2.{arc}", _der_int(svn))
-        for arc, svn in enumerate(platform.sgx_tcb_components, start=1)
-    ]
-    tcb.append(_sgx_entry("2.17", _der_int(platform.pce_svn)))
-    tcb.append(_sgx_entry("2.18", _der(0x04, platform.cpu_svn)))
-    entries = [
-        _sgx_entry("1", _der(0x04, ppid)),
-        _sgx_entry("2", _der_seq(*tcb)),
-        _sgx_entry("3", _der(0x04, platform.pce_id)),
-        _sgx_entry("4", _der(0x04, platform.fmspc)),
-        _sgx_entry("5", _der_int(platform.sgx_type, tag=0x0A)),
-    ]
-    if platform.platform_instance_id is not None:
-        entries.append(_sgx_entry("6", _der(0x04, platform.platform_instance_id)))
-    flags = (platform.dynamic_platform, platform.cached_keys, platform.smt_enabled)
-    configuration = [
-        _sgx_entry(f"7.{arc}", _der(0x01, b"\xff" if flag else b"\x00"))
-        for arc, flag in enumerate(flags, start=1)
-    ]
-    entries.append(_sgx_entry("7", _der_seq(*configuration)))
-    return _der_seq(*entries)
+    return encode_sgx_extension(
+        PckExtensions(
+            ppid=ppid,
+            tcb_components=platform.sgx_tcb_components,
+            pce_svn=platform.pce_svn,
+            cpu_svn=platform.cpu_svn,
+            pce_id=platform.pce_id,
+            fmspc=platform.fmspc,
+            sgx_type=platform.sgx_type,
+            platform_instance_id=platform.platform_instance_id,
+            dynamic_platform=platform.dynamic_platform,
+            cached_keys=platform.cached_keys,
+            smt_enabled=platform.smt_enabled,
+        )
+    )
 
 
 # -- the simulated world -------------------------------------------------------------------
@@ -670,7 +616,7 @@ class SimulatedDcap:
 
     # -- quotes ------------------------------------------------------------------------
 
-    def _sign_qe_report(self) -> tuple[bytes, bytes]:
+    def _sign_qe_report(self) -> tuple[EnclaveReport, bytes]:
         """The TD-QE's report: binds the attestation key, signed by the PCK key."""
         attestation_key = _raw_public_key(self._attestation_key)
         report = EnclaveReport(
@@ -684,8 +630,7 @@ class SimulatedDcap:
             report_data=hashlib.sha256(attestation_key + _QE_AUTH_DATA).digest() + bytes(32),
             raw=b"",
         )
-        raw = encode_enclave_report(report)
-        return raw, _sign_raw(self._pck_key, raw)
+        return report, _sign_raw(self._pck_key, encode_enclave_report(report))
 
     def td_report(
         self, *, report_data: bytes, td: SimulatedTd | None = None, td_report_15: bool = False
@@ -731,22 +676,18 @@ class SimulatedDcap:
             qe_vendor_id=self.qe_vendor_id,
             user_data=self._derive(b"qe-id")[:16] + bytes(4),  # QE ID, as real QEs fill it
         )
-        body = encode_td_report(report)
-        descriptor = _u16(L.BODY_TYPE_TD_REPORT_15) + _u32(len(body)) if version == 5 else b""
-        signed = encode_header(header) + descriptor + body
-        inner = (
-            self._qe_report
-            + self._qe_report_signature
-            + _u16(len(_QE_AUTH_DATA))
-            + _QE_AUTH_DATA
-            + _cert_data(L.CERT_PCK_CHAIN, self.pck_chain_pem() + b"\0")
+        signed = encode_signed_data(header, report)
+        signature_data = QuoteSignatureData(
+            signature=_sign_raw(self._attestation_key, signed),
+            attestation_key=_raw_public_key(self._attestation_key),
+            qe_report=self._qe_report,
+            qe_report_signature=self._qe_report_signature,
+            qe_auth_data=_QE_AUTH_DATA,
+            certification=CertificationData(
+                type=L.CERT_PCK_CHAIN, data=self.pck_chain_pem() + b"\0"
+            ),
         )
-        signature_data = (
-            _sign_raw(self._attestation_key, signed)
-            + _raw_public_key(self._attestation_key)
-            + _cert_data(L.CERT_QE_REPORT, inner)
-        )
-        return signed + _u32(len(signature_data)) + signature_data
+        return encode_quote(header, report, signature_data)
 
 
 def _isv_levels(levels: tuple[IsvSvnLevel, ...]) -> tuple[IsvTcbLevel, ...]:

@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from cllm._internal.files import ensure_dir, publish_file
 from cllm.errors import CllmError, TeeError
 from cllm.measure import RTMR_SIZE, ZERO_RTMR, TcgEvent, build_ccel, extend, replay_ccel
 from cllm.tee._backend import REPORT_DATA_SIZE
 from cllm.tee._quote_cost import QuoteCost
 from cllm.tee._sim_dcap import SIMULATED_QE_VENDOR_ID, SimulatedDcap, SimulatedTd
-from cllm.tee._state import ensure_dir, publish_file, read_or_create_secret
+from cllm.tee._state import read_or_create_secret
 from cllm.verify import Collateral, TrustRoot
 
 __all__ = [

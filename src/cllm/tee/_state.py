@@ -7,13 +7,12 @@ together on one machine end up with the same contents.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from cllm._internal.files import ensure_dir, publish_file
 from cllm.errors import TeeError
 
 __all__ = ["default_state_dir", "ensure_dir", "publish_file", "read_or_create_secret"]
@@ -27,42 +26,6 @@ def default_state_dir(env: Mapping[str, str], home: Path) -> Path:
     if env.get("XDG_DATA_HOME"):
         return Path(env["XDG_DATA_HOME"]) / "cllm"
     return home / ".local" / "share" / "cllm"
-
-
-def ensure_dir(path: Path) -> Path:
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TeeError(
-            f"cannot create state directory {path}: {exc.strerror}", code="state_dir"
-        ) from exc
-    return path
-
-
-def publish_file(path: Path, content: bytes, *, replace: bool) -> bool:
-    """Write ``content`` to ``path`` (0600) atomically. With ``replace=False`` an existing
-    file wins and False is returned; the caller then reads what the other writer put there."""
-    ensure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-            return True
-        try:
-            os.link(tmp, path)  # fails if the file exists: first writer wins
-        except FileExistsError:
-            return False
-        return True
-    except OSError as exc:
-        raise TeeError(f"cannot write {path}: {exc.strerror}", code="state_dir") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def read_or_create_secret(path: Path, size: int) -> bytes:

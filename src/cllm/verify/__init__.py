@@ -27,13 +27,11 @@ from cllm.verify._pcs import (
     collateral_key,
     collateral_key_of,
     default_collateral_url,
-    read_qcnl_pccs_url,
 )
 from cllm.verify._pipeline import QuoteVerifier
+from cllm.verify._pki import parse_crl
 from cllm.verify._result import Step, TdFacts, VerificationResult
 from cllm.verify._roots import (
-    INTEL_SGX_ROOT_CA_PEM,
-    INTEL_SGX_ROOT_CA_SHA256,
     INTEL_TCB_SIGNING_KEY,
     INTEL_TCB_SIGNING_SUBJECT,
     SIMULATED_QE_VENDOR_ID,
@@ -48,8 +46,6 @@ from cllm.verify._status import TcbStatus
 
 __all__ = [
     "INTEL_PCS_URL",
-    "INTEL_SGX_ROOT_CA_PEM",
-    "INTEL_SGX_ROOT_CA_SHA256",
     "INTEL_TCB_SIGNING_KEY",
     "INTEL_TCB_SIGNING_SUBJECT",
     "QCNL_CONF",
@@ -82,8 +78,8 @@ __all__ = [
     "encode_tcb_info",
     "intel_root",
     "load_collateral",
+    "parse_crl",
     "parse_qe_identity",
     "parse_tcb_info",
     "qe_vendor_of",
-    "read_qcnl_pccs_url",
 ]
