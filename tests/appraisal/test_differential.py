@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from cllm.client import LocalVerifier
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
+from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee._simulated import SimulatedWorld
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
 

@@ -13,7 +13,8 @@ from cllm.appraisal import EvidenceAppraiser, Status, Trust
 from cllm.evidence import Binding, build_evidence
 from cllm.measure import Event, EventLog
 from cllm.policy import default_policy
-from cllm.tee import SimulatedTdBackend, SimulatedWorld, load_simulated_world, rtmr3_extender
+from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee._simulated import SimulatedWorld
 
 NOW = 1_790_000_000
 GPU_STEPS = ["gpu_present", "gpu_parse", "gpu_binding", "gpu_state", "gpu_roots", "gpu_nonce"]

@@ -19,7 +19,6 @@ from cllm.errors import CllmError
 from cllm.quote import layout
 from cllm.tee import SimulatedDcap
 from cllm.verify import (
-    INTEL_SGX_ROOT_CA_PEM,
     SIMULATED_QE_VENDOR_ID,
     SIMULATED_ROOT_CA_NAME,
     QuoteVerifier,
@@ -27,6 +26,7 @@ from cllm.verify import (
     intel_root,
     qe_vendor_of,
 )
+from cllm.verify._roots import INTEL_SGX_ROOT_CA_PEM
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 AT = int(START.timestamp()) + 86400
