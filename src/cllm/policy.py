@@ -112,7 +112,7 @@ DEFAULT_ALLOWED_ATTRIBUTES: Final = (
     "TPA",
     "PERFMON",
 )
-# The startup components (DESIGN.md section 4). Pinning "every measured component" means
+# The startup components (docs/design.md, section 4). Pinning "every measured component" means
 # these four, plus every other component type the evidence carries (cllm.ui when served).
 CORE_COMPONENTS: Final = ("cllm.package", "cllm.engine", "cllm.model", "cllm.config")
 START_EVENT_TYPE: Final = "cllm.start"  # the start marker of each `cllm serve` start

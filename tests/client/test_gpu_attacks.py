@@ -5,6 +5,7 @@ was not told to trust the simulated GPU, end in their exact codes (local and rem
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cllm.cli import main
 from cllm.client import LocalVerifier, RemoteVerifier, Verification, attest
 from serving import ServeProcess, VerifierProcess, start_serve, start_verifier
 
@@ -117,6 +119,23 @@ def test_simulated_gpu_end_to_end_is_a_warning_that_says_so(
     [gpu] = result.claims["gpus"]
     assert gpu["status"] == "verified" and gpu["simulated"] is True
     assert gpu["measurements"]["result"] == "matched" and gpu["ocsp"] == "good"
+    [entry] = result.gpus  # the typed view the CLI and SDK users read
+    assert entry.status == "verified" and entry.simulated and not entry.hardware_verified
+    assert entry.arch == gpu["arch"] and entry.driver_version == gpu["driver_version"]
+
+
+def test_cllm_verify_json_shows_the_attested_gpu_from_a_real_verifier(
+    gpu_server: ServeProcess,
+    gpu_verifier: VerifierProcess,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["verify", gpu_server.url, "--verifier", gpu_verifier.url, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "warning"
+    assert code == 0  # a warning exits 0, visibly (1 only with --strict)
+    [gpu] = doc["gpus"]
+    assert gpu["status"] == "verified" and gpu["simulated"] is True
+    assert gpu["measurements"]["result"] == "matched"
 
 
 def test_gpu_evidence_of_another_attestation_is_refused(
