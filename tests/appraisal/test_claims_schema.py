@@ -5,7 +5,6 @@ validate (the UI validates the same examples against the schema)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ import pytest
 
 from cllm.appraisal import Claims, Status, TokenClaims, Trust
 from cllm.appraisal._schema import claims_schema, claims_schema_text
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
 from cllm.policy import default_policy
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee import load_simulated_world
+from simulated_evidence import simulated_evidence
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "ui" / "src" / "claims.schema.json"
@@ -89,21 +87,9 @@ def _undeclared(value: Any, schema: dict[str, Any], defs: dict[str, Any], path: 
 
 def test_every_issued_claim_is_declared(tmp_path: Path) -> None:
     world = load_simulated_world(tmp_path, clock=lambda: float(NOW))
-    backend = SimulatedTdBackend(world)
-    log = EventLog(rtmr3_extender(backend))
-    log.append(Event(rtmr=3, type="cllm.config", name="c", digest=bytes(48)))
-    nonce = os.urandom(32)
-    evidence = build_evidence(
-        backend,
-        tee="simulated-tdx",
-        binding=Binding.with_throwaway_keys(nonce),
-        events=log.events(),
-        collateral=world.collateral(),
-    )
+    document, nonce = simulated_evidence(world)
     appraiser = Trust.offline().with_simulated_root(world.root_ca_path).appraiser()
-    verdict = appraiser.appraise(
-        json.loads(json.dumps(evidence.to_json())), nonce=nonce, policy=default_policy(), at=NOW
-    )
+    verdict = appraiser.appraise(document, nonce=nonce, policy=default_policy(), at=NOW)
     token = verdict.token_claims()
     assert verdict.status == "warning"
     assert list(token)[: len(TOKEN_ORDER)] == TOKEN_ORDER  # the token's field order, as before

@@ -19,12 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cllm.client import LocalVerifier
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.measure import Event
+from cllm.tee import load_simulated_world
 from cllm.tee._simulated import SimulatedWorld
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
+from simulated_evidence import simulated_evidence
 
 NOW = 1_790_000_000
 UNREACHABLE_PCCS = "http://127.0.0.1:9"  # never reached: the evidence carries its collateral
@@ -35,28 +35,17 @@ CLAIMS += ("upstream",)
 def _evidence(world: SimulatedWorld) -> tuple[dict[str, Any], bytes]:
     """Evidence as ``cllm serve`` builds it: a simulated TD, its startup components measured
     into RTMR3, fresh keys bound to the client's nonce, the world's collateral carried."""
-    backend = SimulatedTdBackend(world)
-    log = EventLog(rtmr3_extender(backend))
-    for kind in ("package", "engine", "model", "config"):
-        details = {"settings": {"upstream_scope": "embedded"}} if kind == "config" else {}
-        log.append(
-            Event(
-                rtmr=3,
-                type=f"cllm.{kind}",
-                name=kind,
-                digest=bytes([len(kind)]) * 48,
-                details=details,  # type: ignore[arg-type]
-            )
+    events = [
+        Event(
+            rtmr=3,
+            type=f"cllm.{kind}",
+            name=kind,
+            digest=bytes([len(kind)]) * 48,
+            details={"settings": {"upstream_scope": "embedded"}} if kind == "config" else {},
         )
-    nonce = os.urandom(32)
-    evidence = build_evidence(
-        backend,
-        tee="simulated-tdx",
-        binding=Binding.with_throwaway_keys(nonce),
-        events=log.events(),
-        collateral=world.collateral(),
-    )
-    return json.loads(json.dumps(evidence.to_json())), nonce
+        for kind in ("package", "engine", "model", "config")
+    ]
+    return simulated_evidence(world, events)
 
 
 class Three:

@@ -3,18 +3,13 @@ breaks, the policy only on verified facts, and simulated evidence capped, whatev
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
-
 import pytest
 
 from cllm.appraisal import EvidenceAppraiser, Status, Trust
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
 from cllm.policy import default_policy
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee import load_simulated_world
 from cllm.tee._simulated import SimulatedWorld
+from simulated_evidence import simulated_evidence
 
 NOW = 1_790_000_000
 GPU_STEPS = ["gpu_present", "gpu_parse", "gpu_binding", "gpu_state", "gpu_roots", "gpu_nonce"]
@@ -27,21 +22,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> SimulatedWorld:
     return load_simulated_world(tmp_path_factory.mktemp("td"), clock=lambda: float(NOW))
 
 
-def _evidence(world: SimulatedWorld) -> tuple[dict[str, Any], bytes]:
-    backend = SimulatedTdBackend(world)
-    log = EventLog(rtmr3_extender(backend))
-    log.append(Event(rtmr=3, type="cllm.config", name="c", digest=bytes(48)))
-    nonce = os.urandom(32)
-    evidence = build_evidence(
-        backend,
-        tee="simulated-tdx",
-        binding=Binding.with_throwaway_keys(nonce),
-        events=log.events(),
-        collateral=world.collateral(),
-    )
-    return json.loads(json.dumps(evidence.to_json())), nonce
-
-
 def _appraiser(world: SimulatedWorld) -> EvidenceAppraiser:
     return Trust.offline().with_simulated_root(world.root_ca_path).appraiser()
 
@@ -51,7 +31,7 @@ def test_every_step_is_named_numbered_and_run(world: SimulatedWorld) -> None:
     assert appraiser.step_names == tuple(STEPS)
     assert appraiser.trust is not None
     assert appraiser.trust.simulated_root_path == world.root_ca_path
-    document, nonce = _evidence(world)
+    document, nonce = simulated_evidence(world)
     verdict = appraiser.appraise(document, nonce=nonce, policy=default_policy(), at=NOW)
     assert verdict.status is Status.WARNING
     assert [(s.number, s.name, s.ran) for s in verdict.steps] == [
@@ -73,7 +53,7 @@ def test_a_parse_failure_skips_every_later_step(world: SimulatedWorld) -> None:
 
 def test_the_policy_never_judges_unverified_facts(world: SimulatedWorld) -> None:
     """A quote under the wrong time: DCAP fails, so the policy does not run and nothing caps."""
-    document, nonce = _evidence(world)
+    document, nonce = simulated_evidence(world)
     verdict = _appraiser(world).appraise(
         document, nonce=nonce, policy=default_policy(), at=NOW + 10 * 365 * 86400
     )
@@ -94,7 +74,7 @@ def test_a_step_that_stops_silently_fails_closed(
     steps = list(appraiser._steps)
     steps.insert(len(steps) - 1, ("silent", lambda run: False))  # after the policy, before caps
     monkeypatch.setattr(appraiser, "_steps", tuple(steps))
-    document, nonce = _evidence(world)
+    document, nonce = simulated_evidence(world)
     verdict = appraiser.appraise(document, nonce=nonce, policy=default_policy(), at=NOW)
     assert verdict.status is Status.CONTRAINDICATED
     assert verdict.reasons[-1].code == "appraisal_incomplete"
@@ -112,7 +92,7 @@ def test_a_step_that_breaks_is_an_internal_error(
     steps = list(appraiser._steps)
     steps.insert(5, ("broken", broken))
     monkeypatch.setattr(appraiser, "_steps", tuple(steps))
-    document, nonce = _evidence(world)
+    document, nonce = simulated_evidence(world)
     verdict = appraiser.appraise(document, nonce=nonce, policy=default_policy(), at=NOW)
     assert verdict.status is Status.CONTRAINDICATED
     assert [r.code for r in verdict.reasons] == ["internal_error"]
@@ -122,7 +102,7 @@ def test_a_step_that_breaks_is_an_internal_error(
 
 def test_the_memos_belong_to_the_appraiser(world: SimulatedWorld) -> None:
     first, second = _appraiser(world), _appraiser(world)
-    document, nonce = _evidence(world)
+    document, nonce = simulated_evidence(world)
     first.appraise(document, nonce=nonce, policy=default_policy(), at=NOW)
     assert first.collateral_memo_info().currsize == 1
     assert second.collateral_memo_info().currsize == 0

@@ -7,7 +7,6 @@ told to, as a compromised or buggy verifier would."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,29 +16,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
 from cllm.client import RemoteVerifier
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee import load_simulated_world
 from cllm.token import TokenSigner
+from simulated_evidence import simulated_evidence
 
 SIGNER = TokenSigner.from_private_key(generate_private_key(SECP256R1()))
 
 
 @pytest.fixture(scope="module")
 def evidence(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], bytes]:
-    world = load_simulated_world(tmp_path_factory.mktemp("td"), clock=time.time)
-    backend = SimulatedTdBackend(world)
-    log = EventLog(rtmr3_extender(backend))
-    log.append(Event(rtmr=3, type="cllm.config", name="c", digest=bytes(48)))
-    nonce = os.urandom(32)
-    document = build_evidence(
-        backend,
-        tee="simulated-tdx",
-        binding=Binding.with_throwaway_keys(nonce),
-        events=log.events(),
-        collateral=world.collateral(),
-    )
-    return json.loads(json.dumps(document.to_json())), nonce
+    return simulated_evidence(load_simulated_world(tmp_path_factory.mktemp("td"), clock=time.time))
 
 
 def _verifier(edit: Callable[[dict[str, Any]], None]) -> RemoteVerifier:

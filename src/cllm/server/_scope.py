@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import logging
 import os
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from cllm._internal.net import is_loopback_host
 from cllm.errors import ServerError
 
 __all__ = [
@@ -47,15 +47,9 @@ class UpstreamScope:
         return doc
 
 
-def host_is_loopback(host: str) -> bool:
-    """True for loopback addresses and ``localhost``. Other names count as remote whatever
-    they resolve to now: a name's answer can change after the server started."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+# Other names count as remote whatever they resolve to now: a name's answer can change after
+# the server started.
+host_is_loopback = is_loopback_host
 
 
 def classify_upstream(
