@@ -55,3 +55,15 @@ def quote(version: int = 4, *, tdx: bool = True, body_type: int | None = None) -
         body = fill(L.TD_REPORT_10_SIZE if tdx else L.ENCLAVE_REPORT_SIZE, 0x80)
     sig = signature_data(version)
     return header(version, tee_type) + body + struct.pack("<I", len(sig)) + sig
+
+
+def every_kind() -> dict[str, bytes]:
+    """One built quote of each version, TEE and v5 body type, by a short name."""
+    return {
+        "v3-sgx": quote(3, tdx=False),
+        "v4-tdx": quote(4),
+        "v4-sgx": quote(4, tdx=False),
+        "v5-td15": quote(5),
+        "v5-td10": quote(5, body_type=2),
+        "v5-sgx": quote(5, tdx=False),
+    }

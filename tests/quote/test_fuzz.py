@@ -23,14 +23,7 @@ from vectors import cases, vectors_dir
 
 @cache
 def _seeds() -> tuple[bytes, ...]:
-    built = [
-        samples.quote(3, tdx=False),
-        samples.quote(4),
-        samples.quote(4, tdx=False),
-        samples.quote(5),
-        samples.quote(5, body_type=2),
-        samples.quote(5, tdx=False),
-    ]
+    built = list(samples.every_kind().values())
     root = vectors_dir()
     if root is not None:
         seen = {entry["quote"] for entry in cases()}

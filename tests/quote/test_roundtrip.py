@@ -248,18 +248,7 @@ def _sample_extension() -> PckExtensions:
     )
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        samples.quote(3, tdx=False),
-        samples.quote(4),
-        samples.quote(4, tdx=False),
-        samples.quote(5),
-        samples.quote(5, body_type=2),
-        samples.quote(5, tdx=False),
-    ],
-    ids=["v3-sgx", "v4-tdx", "v4-sgx", "v5-td15", "v5-td10", "v5-sgx"],
-)
+@pytest.mark.parametrize("raw", samples.every_kind().values(), ids=samples.every_kind().keys())
 def test_built_samples_re_encode_byte_for_byte(raw: bytes) -> None:
     quote = parse_quote(raw)
     assert encode_quote(quote.header, quote.body, quote.signature_data) == raw
