@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -16,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.measure import Event
+from cllm.tee import load_simulated_world
 from cllm.token import verify_token
+from simulated_evidence import simulated_evidence
 
 
 def _free_port() -> int:
@@ -86,21 +84,13 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
 def test_serve_attests_over_http(server: tuple[str, Path]) -> None:
     base, td_state = server
     world = load_simulated_world(td_state, clock=time.time)
-    backend = SimulatedTdBackend(world)
-    log = EventLog(rtmr3_extender(backend))
-    log.append(Event(rtmr=3, type="cllm.model", name="m", digest=bytes(48)))
-    nonce = secrets.token_bytes(32)
-    evidence = build_evidence(
-        backend,
-        tee="simulated-tdx",
-        binding=Binding.with_throwaway_keys(nonce),
-        events=log.events(),
-        collateral=world.collateral(),
+    document, nonce = simulated_evidence(
+        world, (Event(rtmr=3, type="cllm.model", name="m", digest=bytes(48)),)
     )
     jwks = httpx.get(f"{base}/.well-known/jwks.json").json()
     response = httpx.post(
         f"{base}/v1/attestation",
-        json={"evidence": json.loads(json.dumps(evidence.to_json())), "nonce": nonce.hex()},
+        json={"evidence": document, "nonce": nonce.hex()},
         timeout=10,
     )
     assert response.status_code == 200

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.evidence import Binding
+from cllm.measure import Event
+from cllm.tee import SimulatedTdBackend, load_simulated_world
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
+from simulated_evidence import simulated_evidence
 from vectors import case, read, require_vectors
 
 NOW = 1_790_000_000
@@ -38,29 +39,19 @@ class Service:
         self.jwks = self.client.get("/.well-known/jwks.json").json()
 
     def evidence(self, *, debug: bool = False) -> tuple[dict[str, Any], bytes]:
-        backend = SimulatedTdBackend(self.world, debug=debug)
-        log = EventLog(rtmr3_extender(backend))
-        for kind in ("package", "model", "config"):
-            # The config says where prompts go (issue 12: else upstream_unknown).
-            details = {"settings": {"upstream_scope": "embedded"}} if kind == "config" else {}
-            log.append(
-                Event(
-                    rtmr=3,
-                    type=f"cllm.{kind}",
-                    name=kind,
-                    digest=bytes([len(kind)]) * 48,
-                    details=details,  # type: ignore[arg-type]
-                )
+        events = [
+            Event(
+                rtmr=3,
+                type=f"cllm.{kind}",
+                name=kind,
+                digest=bytes([len(kind)]) * 48,
+                # The config says where prompts go (issue 12: else upstream_unknown).
+                details={"settings": {"upstream_scope": "embedded"}} if kind == "config" else {},
             )
-        nonce = secrets.token_bytes(32)
-        evidence = build_evidence(
-            backend,
-            tee="simulated-tdx",
-            binding=Binding.with_throwaway_keys(nonce),
-            events=log.events(),
-            collateral=self.world.collateral(),
-        )
-        return json.loads(json.dumps(evidence.to_json())), nonce
+            for kind in ("package", "model", "config")
+        ]
+        backend = SimulatedTdBackend(self.world, debug=debug)
+        return simulated_evidence(self.world, events, backend=backend)
 
     def attest(
         self, evidence: dict[str, Any], nonce: bytes, policy: str = "default"

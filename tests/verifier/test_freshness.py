@@ -17,14 +17,15 @@ from fastapi.testclient import TestClient
 
 from cllm.appraisal._freshness import collateral_findings, freshest
 from cllm.errors import PolicyError
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
+from cllm.evidence import Binding
+from cllm.measure import Event
 from cllm.policy import parse_policy
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee import load_simulated_world
 from cllm.tee._sim_dcap import DEFAULT_TCB_LEVELS, CollateralParams, PlatformTcbLevel
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
 from cllm.verify import Collateral, TcbStatus, VerificationResult
+from simulated_evidence import simulated_evidence
 from vectors import case, read, require_vectors
 
 NOW = 1_790_000_000
@@ -59,18 +60,8 @@ class Service:
         self.jwks = self.client.get("/.well-known/jwks.json").json()
 
     def evidence(self, carried: Collateral | None = None) -> tuple[dict[str, Any], bytes]:
-        backend = SimulatedTdBackend(self.world)
-        log = EventLog(rtmr3_extender(backend))
-        log.append(Event(rtmr=3, type="cllm.model", name="model", digest=bytes(48)))
-        nonce = secrets.token_bytes(32)
-        evidence = build_evidence(
-            backend,
-            tee="simulated-tdx",
-            binding=Binding.with_throwaway_keys(nonce),
-            events=log.events(),
-            collateral=carried or self.world.collateral(),
-        )
-        return json.loads(json.dumps(evidence.to_json())), nonce
+        model = Event(rtmr=3, type="cllm.model", name="model", digest=bytes(48))
+        return simulated_evidence(self.world, (model,), collateral=carried)
 
     def attest(self, evidence: dict[str, Any], nonce: bytes, policy: str = "default") -> Any:
         response = self.client.post(

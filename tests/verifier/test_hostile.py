@@ -6,7 +6,6 @@ never an HTTP 500 or a traceback."""
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,14 +22,14 @@ import hostile_chains as hc
 from cllm.appraisal import _appraise
 from cllm.client import LocalVerifier
 from cllm.errors import CollateralFormatError
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.measure import Event
+from cllm.tee import load_simulated_world
 from cllm.tee._simulated import SimulatedWorld
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
 from cllm.verify import Collateral
 from serving import free_port
+from simulated_evidence import simulated_evidence
 
 NOW = 1_790_000_000
 SURROGATE = "\ud800"
@@ -53,25 +52,15 @@ def _app(world: SimulatedWorld, tmp: Path, **settings: Any) -> FastAPI:
 
 def _evidence(world: SimulatedWorld, *, chain: bytes | None = None) -> tuple[dict[str, Any], bytes]:
     """Simulated evidence; with ``chain``, its quote carries that PCK chain instead."""
-    backend = SimulatedTdBackend(world)
-    log = EventLog(rtmr3_extender(backend))
-    log.append(Event(rtmr=3, type="cllm.model", name="model", digest=bytes(48)))
-    nonce = secrets.token_bytes(32)
     dcap = world.dcap
     original = dcap.pck_chain_pem
     if chain is not None:
         dcap.pck_chain_pem = lambda: chain  # type: ignore[method-assign]
     try:
-        evidence = build_evidence(
-            backend,
-            tee="simulated-tdx",
-            binding=Binding.with_throwaway_keys(nonce),
-            events=log.events(),
-            collateral=world.collateral(),
-        )
+        model = Event(rtmr=3, type="cllm.model", name="model", digest=bytes(48))
+        return simulated_evidence(world, (model,))
     finally:
         dcap.pck_chain_pem = original  # type: ignore[method-assign]
-    return json.loads(json.dumps(evidence.to_json())), nonce
 
 
 def _claims(client: TestClient | httpx.Client, evidence: dict[str, Any], nonce: bytes) -> Any:

@@ -3,21 +3,19 @@ and a TD report 1.5 (quote v5) of a migratable TD with a service TD bound, under
 
 from __future__ import annotations
 
-import json
-import secrets
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from cllm.evidence import Binding, build_evidence
-from cllm.measure import Event, EventLog, replay_ccel, start_marker
+from cllm.measure import Event, replay_ccel, start_marker
 from cllm.release import create_release, generate_publisher_key, load_private_key
-from cllm.tee import SimulatedTdBackend, load_simulated_world, rtmr3_extender
+from cllm.tee import SimulatedTdBackend, load_simulated_world
 from cllm.tee._sim_dcap import SimulatedTd
 from cllm.token import verify_token
 from cllm.verifier import VerifierSettings, create_app, load_state
+from simulated_evidence import simulated_evidence
 
 NOW = 1_790_000_000
 MIGRATABLE = 1 << 29
@@ -80,18 +78,8 @@ class _Service:
     def attest(
         self, backend: Any, events: tuple[Event, ...], policy: str = "default"
     ) -> dict[str, Any]:
-        log = EventLog(rtmr3_extender(backend))
-        for event in events:
-            log.append(event)
-        nonce = secrets.token_bytes(32)
-        evidence = build_evidence(
-            backend,
-            tee="simulated-tdx",
-            binding=Binding.with_throwaway_keys(nonce),
-            events=log.events(),
-            collateral=self.world.collateral(),
-        )
-        body = {"evidence": json.loads(json.dumps(evidence.to_json())), "nonce": nonce.hex()}
+        document, nonce = simulated_evidence(self.world, events, backend=backend)
+        body = {"evidence": document, "nonce": nonce.hex()}
         response = self.client.post("/v1/attestation", json={**body, "policy": policy})
         assert response.status_code == 200, response.text
         return verify_token(response.json()["token"], jwks=self.jwks, now=NOW)
