@@ -249,6 +249,8 @@ class EvidenceAppraiser:
             status = _worst([run.judged.status, *(level for level, _ in run.findings)])
         reference = run.judged.reference if run.judged is not None else {}
         run.claims["reference"] = dict(reference) or None
+        if run.gpu is not None:  # the GPUs as far as their steps got
+            run.claims["gpus"] = self._gpu.claims(run.gpu)
         return Verdict(
             status=status,
             reasons=tuple(reason for _, reason in run.findings),
@@ -405,7 +407,6 @@ class EvidenceAppraiser:
             before = len(run.gpu.findings)
             self._gpu.run_step(name, run.gpu)
             run.findings += run.gpu.findings[before:]
-            run.claims["gpus"] = self._gpu.claims(run.gpu)
             return True
 
         return step

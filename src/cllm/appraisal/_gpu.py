@@ -175,6 +175,7 @@ class GpuAppraiser:
             ("gpu_verify", self._verify),
             ("gpu_policy", self._policy),
         )
+        self._step_by_name = dict(self._steps)
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -188,7 +189,7 @@ class GpuAppraiser:
         that stopped the GPU appraisal, later steps do nothing."""
         if run.over:
             return
-        step = dict(self._steps)[name]
+        step = self._step_by_name[name]
         try:
             step(run)
         except _StopError:
