@@ -60,14 +60,15 @@ def test_a_configured_pin_that_does_not_match_refuses(
 ) -> None:
     wrong = TokenSigner.load_or_create(Path(os.environ["XDG_CONFIG_HOME"]) / "other").kid
     assert (
-        main(["trust", "add", server.url, "--verifier", verifier.url, "--verifier-key", wrong]) == 0
+        main(["trust", "add", server.url, "--verifier", verifier.url, f"--verifier-key={wrong}"])
+        == 0
     )
     capsys.readouterr()
     code, doc = _json(capsys, "verify", server.url, "--json")
     assert code == 1
     assert [r["code"] for r in doc["reasons"]] == ["verifier_key_mismatch"]  # type: ignore[union-attr]
     # --verifier-key on the command line wins over the file
-    code, doc = _json(capsys, "verify", server.url, "--json", "--verifier-key", _kid(verifier))
+    code, doc = _json(capsys, "verify", server.url, "--json", f"--verifier-key={_kid(verifier)}")
     assert code == 0
 
 

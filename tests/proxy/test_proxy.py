@@ -44,7 +44,7 @@ def gateway(
         args = ["--trust-simulated-root", str(simulated_root)]
     else:
         kid = httpx.get(f"{verifier.url}/.well-known/jwks.json").json()["keys"][0]["kid"]
-        args = ["--verifier", verifier.url, "--verifier-key", kid]
+        args = ["--verifier", verifier.url, f"--verifier-key={kid}"]
     proxy = start_proxy(recorded.url, args, config_home=root, log_path=root / "proxy.log")
     yield proxy
     proxy.stop()
